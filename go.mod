@@ -1,0 +1,3 @@
+module github.com/rescache/rescache
+
+go 1.25

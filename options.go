@@ -1,0 +1,228 @@
+package rescache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configures a [Cache]. The zero value is valid: an unbounded cache
+// whose entries never expire and whose values are closed with their Close
+// method when they implement [io.Closer].
+//
+// [New] copies the Options; changing the struct afterwards has no effect on
+// the cache, and New never modifies it.
+type Options[K comparable, V any] struct {
+	// MaxEntries bounds the number of found entries. Adding an entry beyond
+	// it evicts the least recently used one (reason [EvictCapacity]). A Get
+	// or an Acquire is a use; a Peek is not.
+	//
+	// Recency is recorded without a lock, with the resolution of the
+	// cache's clock (see [Options.ClockResolution]): among entries last used
+	// within the same tick and after the same build, which one goes first
+	// is unspecified.
+	//
+	// default: 0, unbounded.
+	MaxEntries int
+
+	// IdleTimeout evicts an entry that has not been used (Get or Acquire)
+	// for this long (reason [EvictIdle]). An entry held by a lease still
+	// counts as idle once its lease was taken this long ago; it is removed
+	// but its value is closed only when the lease is released.
+	//
+	// default: 0, never.
+	IdleTimeout time.Duration
+
+	// MaxLifetime evicts an entry this long after its build finished, used
+	// or not (reason [EvictLifetime]). Use it to rotate credentials or to
+	// rebalance connections.
+	//
+	// default: 0, never.
+	MaxLifetime time.Duration
+
+	// BuildTimeout is the deadline of one build, whoever waits for it. The
+	// build's context is cancelled when it passes and the build's error is
+	// what the build returns.
+	//
+	// default: 0, no deadline (the build ends when build returns, or when
+	// the cache is closed).
+	BuildTimeout time.Duration
+
+	// MaxConcurrentBuilds bounds the builds in flight across all keys. A
+	// build that cannot start waits for a slot; its callers still honour
+	// their own contexts while it waits.
+	//
+	// default: 0, unbounded.
+	MaxConcurrentBuilds int
+
+	// ErrorTTL makes the cache answer calls for a key whose build failed
+	// with that same error, from memory, for this long. Use it to protect a
+	// server that is down, or to stop unknown keys from building again and
+	// again. At most MaxErrorEntries errors are remembered.
+	//
+	// default: 0, the next call builds again.
+	ErrorTTL time.Duration
+
+	// MaxErrorEntries bounds how many failed keys ErrorTTL remembers; the
+	// least recently failed is forgotten first.
+	//
+	// default: 0, meaning MaxEntries, or 1024 when MaxEntries is 0.
+	MaxErrorEntries int
+
+	// Close closes a value that leaves the cache. It is called exactly once
+	// for every value build returned, after the value's last lease is
+	// released, from the goroutine that removed the entry or released the
+	// last lease (or the janitor), never while the cache holds a lock. An
+	// error is counted in [Stats.CloseErrors], logged, and returned by
+	// [Cache.Close] when the value was closed there. A panic is recovered
+	// and logged.
+	//
+	// default: nil, meaning v.Close() when V implements io.Closer and
+	// nothing otherwise.
+	Close func(key K, v V) error
+
+	// OnEvict is told once per found entry that leaves the cache, with the
+	// reason, at the moment it leaves (before its value is closed, which
+	// may be later if a lease holds it). It runs outside every lock of the
+	// cache; a panic is recovered and logged.
+	//
+	// default: nil.
+	OnEvict func(key K, v V, reason EvictReason)
+
+	// HealthCheck checks an idle found entry; an error evicts the entry
+	// (reason [EvictUnhealthy]) and the next call builds a fresh value.
+	// Checks are run by the janitor every HealthCheckInterval, at most
+	// MaxConcurrentBuilds at a time when that is set, never under a lock
+	// and never on the path of Get. An entry that is leased, or that was
+	// used within the last HealthCheckInterval, is not checked: the traffic
+	// it serves is its check.
+	//
+	// default: nil, no checks.
+	HealthCheck func(ctx context.Context, key K, v V) error
+
+	// HealthCheckInterval is how often idle entries are checked.
+	//
+	// default: 0, meaning 30s when HealthCheck is set.
+	HealthCheckInterval time.Duration
+
+	// HealthCheckTimeout bounds one health check.
+	//
+	// default: 0, meaning 5s.
+	HealthCheckTimeout time.Duration
+
+	// ClockResolution is the tick of the coarse clock with which the cache
+	// records uses and checks expiry without reading the system clock on
+	// the hit path. An entry may expire up to one tick early, never late.
+	//
+	// default: 0, meaning 1/64 of the shortest of IdleTimeout, MaxLifetime
+	// and ErrorTTL, within [1ms, 1s], or 10ms for a cache bounded by
+	// MaxEntries only.
+	ClockResolution time.Duration
+
+	// Logger receives the cache's lifecycle logs: at Debug, builds started
+	// and finished, evictions and closes; at Warn, close errors, failed
+	// health checks and recovered panics.
+	//
+	// default: nil, no logging.
+	Logger *slog.Logger
+
+	// KeyString formats a key for logs. Use it to redact tenant
+	// identifiers.
+	//
+	// default: nil, meaning fmt.Sprint(key).
+	KeyString func(K) string
+}
+
+// Defaults applied by [New] where a field is zero.
+const (
+	defaultHealthCheckInterval = 30 * time.Second
+	defaultHealthCheckTimeout  = 5 * time.Second
+	defaultMaxErrorEntries     = 1024
+	defaultLRUClock            = 10 * time.Millisecond
+	minClock                   = time.Millisecond
+	maxClock                   = time.Second
+)
+
+// validate reports the first invalid field of o.
+func (o *Options[K, V]) validate() error {
+	ints := []struct {
+		name string
+		v    int
+	}{
+		{"MaxEntries", o.MaxEntries},
+		{"MaxConcurrentBuilds", o.MaxConcurrentBuilds},
+		{"MaxErrorEntries", o.MaxErrorEntries},
+	}
+	for _, f := range ints {
+		if f.v < 0 {
+			return fmt.Errorf("rescache: Options.%s is negative (%d)", f.name, f.v)
+		}
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"IdleTimeout", o.IdleTimeout},
+		{"MaxLifetime", o.MaxLifetime},
+		{"BuildTimeout", o.BuildTimeout},
+		{"ErrorTTL", o.ErrorTTL},
+		{"HealthCheckInterval", o.HealthCheckInterval},
+		{"HealthCheckTimeout", o.HealthCheckTimeout},
+		{"ClockResolution", o.ClockResolution},
+	}
+	for _, f := range durations {
+		if f.v < 0 {
+			return fmt.Errorf("rescache: Options.%s is negative (%v)", f.name, f.v)
+		}
+	}
+	if o.HealthCheck == nil && o.HealthCheckInterval > 0 {
+		return errors.New("rescache: Options.HealthCheckInterval is set but HealthCheck is nil")
+	}
+	return nil
+}
+
+// withDefaults returns a copy of o with every zero field that has a default
+// filled in.
+func (o Options[K, V]) withDefaults() Options[K, V] {
+	if o.HealthCheck != nil {
+		if o.HealthCheckInterval == 0 {
+			o.HealthCheckInterval = defaultHealthCheckInterval
+		}
+		if o.HealthCheckTimeout == 0 {
+			o.HealthCheckTimeout = defaultHealthCheckTimeout
+		}
+	}
+	if o.MaxErrorEntries == 0 {
+		o.MaxErrorEntries = o.MaxEntries
+		if o.MaxErrorEntries == 0 {
+			o.MaxErrorEntries = defaultMaxErrorEntries
+		}
+	}
+	if o.ClockResolution == 0 {
+		o.ClockResolution = o.defaultClock()
+	}
+	if o.KeyString == nil {
+		o.KeyString = func(k K) string { return fmt.Sprint(k) }
+	}
+	return o
+}
+
+// defaultClock is the clock tick for o, or 0 when the cache needs no clock.
+func (o *Options[K, V]) defaultClock() time.Duration {
+	shortest := time.Duration(0)
+	for _, d := range []time.Duration{o.IdleTimeout, o.MaxLifetime, o.ErrorTTL} {
+		if d > 0 && (shortest == 0 || d < shortest) {
+			shortest = d
+		}
+	}
+	switch {
+	case shortest > 0:
+		return min(max(shortest/64, minClock), maxClock)
+	case o.MaxEntries > 0 || o.HealthCheck != nil:
+		return defaultLRUClock
+	default:
+		return 0
+	}
+}

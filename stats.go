@@ -1,0 +1,137 @@
+package rescache
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// EvictReason says why an entry left the cache.
+type EvictReason int
+
+const (
+	// EvictCapacity: the cache was full (MaxEntries) and the entry was the
+	// least recently used.
+	EvictCapacity EvictReason = iota + 1
+	// EvictIdle: the entry was not used for IdleTimeout.
+	EvictIdle
+	// EvictLifetime: the entry was built MaxLifetime ago.
+	EvictLifetime
+	// EvictInvalidated: [Cache.Invalidate] removed it.
+	EvictInvalidated
+	// EvictClosed: the cache was closed.
+	EvictClosed
+	// EvictUnhealthy: its HealthCheck failed.
+	EvictUnhealthy
+
+	numEvictReasons = int(EvictUnhealthy) + 1
+)
+
+// EvictReasons lists every EvictReason, in order.
+func EvictReasons() []EvictReason {
+	return []EvictReason{EvictCapacity, EvictIdle, EvictLifetime, EvictInvalidated, EvictClosed, EvictUnhealthy}
+}
+
+// String returns the lower-case name of r, as used in logs and metric labels.
+func (r EvictReason) String() string {
+	switch r {
+	case EvictCapacity:
+		return "capacity"
+	case EvictIdle:
+		return "idle"
+	case EvictLifetime:
+		return "lifetime"
+	case EvictInvalidated:
+		return "invalidated"
+	case EvictClosed:
+		return "closed"
+	case EvictUnhealthy:
+		return "unhealthy"
+	default:
+		return "unknown"
+	}
+}
+
+// Stats is a snapshot of a cache's counters ([Cache.Stats]). Counters only
+// grow; gauges (Entries, Pending, Leased) are the state at the snapshot.
+// The fields are read one at a time while the cache keeps working, so under
+// load two fields may be a few events apart.
+type Stats struct {
+	// Hits counts calls of Get and Acquire served by a found entry.
+	Hits uint64
+	// Misses counts calls of Get and Acquire that waited for a build,
+	// started or joined.
+	Misses uint64
+	// ErrorHits counts calls answered with a remembered build error
+	// (Options.ErrorTTL).
+	ErrorHits uint64
+	// Builds counts calls of the build function.
+	Builds uint64
+	// BuildErrors counts builds that failed: returned an error, panicked or
+	// ran out of time. Builds - BuildErrors builds succeeded.
+	BuildErrors uint64
+	// BuildPanics counts the builds among BuildErrors that panicked.
+	BuildPanics uint64
+	// BuildTime is the total time spent in finished builds; BuildTime
+	// divided by Builds is the mean build latency.
+	BuildTime time.Duration
+	// Evictions counts found entries that left the cache, for any reason.
+	Evictions uint64
+	// EvictionsByReason splits Evictions by reason.
+	EvictionsByReason map[EvictReason]uint64
+	// Closes counts values closed (the Closer hook was called), whether or
+	// not it returned an error.
+	Closes uint64
+	// CloseErrors counts Closer calls that returned an error or panicked.
+	CloseErrors uint64
+	// HealthChecks counts health checks run; HealthCheckErrors those that
+	// failed.
+	HealthChecks, HealthCheckErrors uint64
+
+	// Entries is the number of found entries (the same as [Cache.Len]).
+	Entries int
+	// Pending is the number of builds in flight.
+	Pending int
+	// Leased is the number of leases from Acquire not yet released.
+	Leased int
+}
+
+// counters holds the cache's slow-path counters. Each field is updated with
+// one atomic operation where the event happens; hits are counted by the
+// per-P counter in Cache.hits instead, because they are on the hit path.
+type counters struct {
+	misses, errorHits                  atomic.Uint64
+	builds, buildErrors, buildPanics   atomic.Uint64
+	buildNanos                         atomic.Int64
+	evictions                          [numEvictReasons]atomic.Uint64
+	closes, closeErrors                atomic.Uint64
+	healthChecks, healthCheckErrors    atomic.Uint64
+	entries, pending, leased           atomic.Int64
+	liveValues                         atomic.Int64 // built values not yet closed
+	_                                  [0]func()    // not comparable
+}
+
+func (c *counters) snapshot(hits uint64) Stats {
+	s := Stats{
+		Hits:              hits,
+		Misses:            c.misses.Load(),
+		ErrorHits:         c.errorHits.Load(),
+		Builds:            c.builds.Load(),
+		BuildErrors:       c.buildErrors.Load(),
+		BuildPanics:       c.buildPanics.Load(),
+		BuildTime:         time.Duration(c.buildNanos.Load()),
+		EvictionsByReason: make(map[EvictReason]uint64, numEvictReasons-1),
+		Closes:            c.closes.Load(),
+		CloseErrors:       c.closeErrors.Load(),
+		HealthChecks:      c.healthChecks.Load(),
+		HealthCheckErrors: c.healthCheckErrors.Load(),
+		Entries:           int(c.entries.Load()),
+		Pending:           int(c.pending.Load()),
+		Leased:            int(c.leased.Load()),
+	}
+	for _, r := range EvictReasons() {
+		n := c.evictions[r].Load()
+		s.EvictionsByReason[r] = n
+		s.Evictions += n
+	}
+	return s
+}
