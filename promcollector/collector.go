@@ -1,0 +1,133 @@
+package promcollector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rescache/rescache"
+)
+
+// Statser is what [New] reads: anything with a Stats method. Every
+// *rescache.Cache[K, V] satisfies it, whatever K and V.
+type Statser interface {
+	Stats() rescache.Stats
+}
+
+// New returns a collector that exports the [rescache.Stats] of c, every
+// series labelled cache=name. Register one collector per cache, each with
+// its own name: two collectors with the same name in one registry collide
+// and registration fails.
+//
+// Each scrape calls c.Stats once; the collector keeps no state of its own,
+// so it costs the cache nothing between scrapes. It is safe for concurrent
+// use, as the Prometheus registry requires.
+//
+// The metrics are described in the package documentation. Build latency is
+// exported as the summary rescache_build_duration_seconds without
+// quantiles: [rescache.Stats] keeps a count and a total of build time, not
+// a distribution, so the summary carries _count and _sum only, from which
+// rate(_sum) / rate(_count) gives the mean build latency over any window.
+func New(name string, c Statser) prometheus.Collector {
+	l := prometheus.Labels{"cache": name}
+	d := func(metric, help string, variable ...string) *prometheus.Desc {
+		return prometheus.NewDesc("rescache_"+metric, help, variable, l)
+	}
+	return &statsCollector{
+		src: c,
+
+		hits:              d("hits_total", "Calls of Get and Acquire served by a found entry."),
+		misses:            d("misses_total", "Calls of Get and Acquire that waited for a build, started or joined."),
+		errorHits:         d("error_hits_total", "Calls answered with a remembered build error (ErrorTTL)."),
+		builds:            d("builds_total", "Calls of the build function."),
+		buildErrors:       d("build_errors_total", "Builds that failed: returned an error, panicked or ran out of time."),
+		buildPanics:       d("build_panics_total", "Builds that panicked (also counted in rescache_build_errors_total)."),
+		evictions:         d("evictions_total", "Found entries that left the cache, by reason.", "reason"),
+		closes:            d("closes_total", "Values closed: calls of the Closer hook, failed or not."),
+		closeErrors:       d("close_errors_total", "Calls of the Closer hook that returned an error or panicked."),
+		healthChecks:      d("health_checks_total", "Health checks run on idle entries."),
+		healthCheckErrors: d("health_check_errors_total", "Health checks that failed; each one evicts its entry (reason=\"unhealthy\")."),
+		entries:           d("entries", "Found entries in the cache."),
+		pending:           d("pending", "Builds in flight."),
+		leased:            d("leased", "Leases from Acquire not yet released."),
+		buildDuration:     d("build_duration_seconds", "Time spent in finished builds; _sum / _count is the mean build latency. No quantiles: the cache keeps a count and a total only."),
+
+		reasons: reasonLabels(),
+	}
+}
+
+// statsCollector is the collector returned by New. Its fields are set once
+// by New and only read afterwards.
+type statsCollector struct {
+	src Statser
+
+	hits, misses, errorHits                 *prometheus.Desc
+	builds, buildErrors, buildPanics        *prometheus.Desc
+	evictions                               *prometheus.Desc // variable label reason
+	closes, closeErrors                     *prometheus.Desc
+	healthChecks, healthCheckErrors         *prometheus.Desc
+	entries, pending, leased, buildDuration *prometheus.Desc
+
+	reasons []reasonLabel
+}
+
+// reasonLabel pairs an eviction reason with its label value.
+type reasonLabel struct {
+	reason rescache.EvictReason
+	label  string
+}
+
+// reasonLabels returns every eviction reason with its label value, so that
+// every reason has a series (at 0 until it happens) and a query for a reason
+// that has not occurred yet finds a value instead of nothing.
+func reasonLabels() []reasonLabel {
+	rs := rescache.EvictReasons()
+	out := make([]reasonLabel, len(rs))
+	for i, r := range rs {
+		out[i] = reasonLabel{r, r.String()}
+	}
+	return out
+}
+
+// Describe implements [prometheus.Collector].
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.hits, c.misses, c.errorHits,
+		c.builds, c.buildErrors, c.buildPanics,
+		c.evictions,
+		c.closes, c.closeErrors,
+		c.healthChecks, c.healthCheckErrors,
+		c.entries, c.pending, c.leased,
+		c.buildDuration,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector]. It takes one snapshot of the
+// cache's Stats and reports every metric from it.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Stats()
+
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+
+	counter(c.hits, s.Hits)
+	counter(c.misses, s.Misses)
+	counter(c.errorHits, s.ErrorHits)
+	counter(c.builds, s.Builds)
+	counter(c.buildErrors, s.BuildErrors)
+	counter(c.buildPanics, s.BuildPanics)
+	for _, r := range c.reasons {
+		counter(c.evictions, s.EvictionsByReason[r.reason], r.label)
+	}
+	counter(c.closes, s.Closes)
+	counter(c.closeErrors, s.CloseErrors)
+	counter(c.healthChecks, s.HealthChecks)
+	counter(c.healthCheckErrors, s.HealthCheckErrors)
+	gauge(c.entries, s.Entries)
+	gauge(c.pending, s.Pending)
+	gauge(c.leased, s.Leased)
+	ch <- prometheus.MustNewConstSummary(c.buildDuration, s.Builds, s.BuildTime.Seconds(), nil)
+}
