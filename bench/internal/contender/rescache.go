@@ -1,0 +1,75 @@
+package contender
+
+import (
+	"context"
+
+	"github.com/rescache/rescache"
+)
+
+// Rescache is rescache's Cache used through Get: no lease, so a value may
+// be closed by an eviction while in use. MaxEntries and IdleTimeout map to
+// the Options of the same names; the default Closer closes the value.
+var Rescache = Contender{
+	Name:           "rescache-Get",
+	Title:          "rescache (Get)",
+	Description:    "rescache.Cache.Get; MaxEntries, IdleTimeout; the Closer closes",
+	OneBuildPerKey: true,
+	Bounded:        true,
+	New: func(build BuildFunc, cfg Config) Cache {
+		return &rescacheGet{c: newRescache(build, cfg)}
+	},
+}
+
+// RescacheAcquire is rescache's Cache used through Acquire and release: a
+// leased value is never closed until its lease is released.
+var RescacheAcquire = Contender{
+	Name:           "rescache-Acquire",
+	Title:          "rescache (Acquire + release)",
+	Description:    "rescache.Cache.Acquire, release when done; MaxEntries, IdleTimeout; the Closer closes",
+	OneBuildPerKey: true,
+	Bounded:        true,
+	Leases:         true,
+	New: func(build BuildFunc, cfg Config) Cache {
+		return &rescacheAcquire{c: newRescache(build, cfg)}
+	},
+}
+
+// newRescache returns a rescache.Cache for build and cfg. The options are
+// fixed by the benchmarks, so an error is a bug and panics.
+func newRescache(build BuildFunc, cfg Config) *rescache.Cache[string, *Resource] {
+	c, err := rescache.New(build, &rescache.Options[string, *Resource]{
+		MaxEntries:  cfg.MaxEntries,
+		IdleTimeout: cfg.IdleTimeout,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// rescacheGet is the Rescache contender.
+type rescacheGet struct {
+	c *rescache.Cache[string, *Resource]
+}
+
+func (s *rescacheGet) Get(ctx context.Context, key string) (*Resource, func(), error) {
+	v, err := s.c.Get(ctx, key)
+	return v, noRelease, err
+}
+
+func (s *rescacheGet) Close() { s.c.Close() }
+
+// rescacheAcquire is the RescacheAcquire contender.
+type rescacheAcquire struct {
+	c *rescache.Cache[string, *Resource]
+}
+
+func (s *rescacheAcquire) Get(ctx context.Context, key string) (*Resource, func(), error) {
+	v, release, err := s.c.Acquire(ctx, key)
+	if err != nil {
+		return nil, noRelease, err
+	}
+	return v, release, nil
+}
+
+func (s *rescacheAcquire) Close() { s.c.Close() }
