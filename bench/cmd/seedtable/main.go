@@ -112,8 +112,8 @@ func raceStatus(c contender.Contender) string {
 // footnote row that is never run.
 func writeTable(w io.Writer, load contender.SeedLoad, runs int, rows []row) {
 	bound := load.Slowest
-	fmt.Fprintf(w, "%d requests, %d tenants, at most %d in flight; connects take %s; lower bound %s (the slowest connect); median of %d runs\n\n",
-		load.Requests, load.Tenants, load.InFlight, connectList(load), tickLabel(bound), runs)
+	fmt.Fprintf(w, "%d requests, %d tenants, at most %d in flight; connects take %s; lower bound %s (the slowest connect); median of %s\n\n",
+		load.Requests, load.Tenants, load.InFlight, connectList(load), tickLabel(bound), plural(runs, "run"))
 	header := []string{"strategy", "wall time", "ratio to bound", "connects", "race detector"}
 	cells := [][]string{}
 	for _, r := range rows {
@@ -195,4 +195,12 @@ func fmtDuration(d time.Duration) string {
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "seedtable: "+format+"\n", args...)
 	os.Exit(2)
+}
+
+// plural formats n and noun, adding an s unless n is 1: "3 runs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -50,8 +50,8 @@ func drawSVG(load contender.SeedLoad, runs int, rows []row) []byte {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="%s">`+"\n",
 		chartWidth, height, chartWidth, height, fontFamily)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#FFFFFF"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="20" y="30" font-size="20" font-weight="bold">Seed benchmark: wall time to serve %d requests (median of %d runs)</text>`+"\n",
-		load.Requests, runs)
+	fmt.Fprintf(&b, `<text x="20" y="30" font-size="20" font-weight="bold">Seed benchmark: wall time to serve %d requests (median of %s)</text>`+"\n",
+		load.Requests, plural(runs, "run"))
 	fmt.Fprintf(&b, `<text x="20" y="54" font-size="14" fill="%s">%d tenants whose first connect takes %s, at most %d requests in flight. Shorter is better.</text>`+"\n",
 		colorMuted, load.Tenants, html.EscapeString(connectList(load)), load.InFlight)
 
