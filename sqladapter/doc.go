@@ -1,0 +1,80 @@
+// Package sqladapter keeps one *sql.DB connection pool per tenant in a
+// [rescache.Cache]: the pool of a tenant is opened on its first request,
+// pinged, shared by every later request, and closed when the cache evicts
+// it.
+//
+//	tenants, err := sqladapter.New(sqladapter.Options[string]{
+//		Driver: "pgx",
+//		DSN: func(ctx context.Context, tenant string) (string, error) {
+//			return "postgres://app@db:5432/" + tenant, nil
+//		},
+//		Cache: rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
+//	})
+//	...
+//	db, release, err := tenants.Acquire(ctx, tenant)
+//	if err != nil { ... }
+//	defer release()
+//	rows, err := db.QueryContext(ctx, "SELECT ...")
+//
+// # Building a pool
+//
+// [New] returns a cache whose build function opens the tenant's pool with
+// [sql.Open] (Driver and DSN) or [sql.OpenDB] (Connector), applies the
+// tenant's [PoolSettings], pings the pool within [Options.PingTimeout] (sql.Open
+// itself does not connect), and runs [Options.Init] if set. If any step
+// fails, the pool is closed and nothing is cached for the tenant: the next
+// request tries again, unless the cache's ErrorTTL says otherwise. The error
+// is an [*Error] that names the tenant, the step and the cause, with any
+// password of the tenant's DSN removed from its text (see [RedactDSN]).
+//
+// # Default pool settings
+//
+// Each cached tenant holds its own pool, so every per-pool figure is
+// multiplied by the number of cached tenants. database/sql's own defaults
+// (unlimited open connections, 2 idle connections kept forever) suit one
+// pool per process, not hundreds. [DefaultPoolSettings] are:
+//
+//   - MaxOpenConns 10: one tenant can run ten queries at once, enough for
+//     the request concurrency of a typical tenant, while a burst from one
+//     tenant cannot take a server's whole connection budget (PostgreSQL
+//     allows 100 connections by default, MySQL and MariaDB 151). The
+//     worst case for a cache is MaxEntries x MaxOpenConns connections: size
+//     MaxEntries with that product in mind.
+//   - MaxIdleConns 2: a tenant with a couple of requests in flight reuses
+//     connections instead of dialling each time, and a quiet tenant keeps
+//     at most two sockets open.
+//   - ConnMaxIdleTime 5m: a tenant that stays cached but goes quiet gives
+//     its idle connections back within five minutes, so idle sockets track
+//     the tenants active in the last five minutes, not the tenants cached.
+//     It is also below the idle timeouts of common load balancers and NAT
+//     gateways (often 350s to 15m), which otherwise cut idle connections
+//     silently.
+//   - ConnMaxLifetime 30m: connections are replaced every half hour, so a
+//     failover, a DNS change or a new replica behind a proxy is picked up,
+//     and a server's per-connection memory does not grow for ever.
+//
+// A tenant that needs more (or less) gets its own figures from
+// [Options.Pool]: a large tenant 50 connections, a trial tenant 2.
+//
+// # Leases
+//
+// The value from [rescache.Cache.Get] is closed when its tenant is evicted,
+// even while a query runs on it, which then fails with "sql: database is
+// closed". A request that runs queries should take a lease with
+// [rescache.Cache.Acquire] and release it when done: an evicted pool is
+// then closed only after its last lease is released.
+//
+// # Health checks
+//
+// With [Options.HealthCheck] set, the cache pings each idle tenant pool
+// every Cache.HealthCheckInterval (default 30s) and evicts the pools whose
+// ping fails, for example after a database server restarted. The next
+// request for such a tenant opens a fresh pool.
+//
+// # Statistics
+//
+// [PoolStats] reports [sql.DBStats] of every open tenant pool.
+//
+// The package imports only the standard library and rescache: the program
+// imports the database/sql drivers it needs.
+package sqladapter

@@ -1,0 +1,280 @@
+package sqladapter
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rescache/rescache"
+)
+
+// Options configures [New]. Set either Driver and DSN, or Connector.
+type Options[K comparable] struct {
+	// Driver is the name of a registered database/sql driver ("pgx",
+	// "mysql", "sqlite", ...). The program imports the driver package.
+	// [New] fails when no driver of that name is registered.
+	//
+	// default: none; required unless Connector is set.
+	Driver string
+
+	// DSN returns the data source name of a tenant. It is called once per
+	// build, under the build's context. An error, or an empty string, fails
+	// the build.
+	//
+	// default: none; required with Driver.
+	DSN func(ctx context.Context, key K) (string, error)
+
+	// Connector returns the driver.Connector of a tenant, opened with
+	// [sql.OpenDB]. Use it instead of Driver and DSN to configure a driver
+	// in code (TLS, credentials from a secret store, hooks).
+	//
+	// default: nil.
+	Connector func(ctx context.Context, key K) (driver.Connector, error)
+
+	// Pool returns the pool settings of a tenant: a large tenant may get 50
+	// connections, a trial tenant 2. A zero field of the result takes the
+	// figure of [DefaultPoolSettings].
+	//
+	// default: nil, DefaultPoolSettings for every tenant.
+	Pool func(key K) PoolSettings
+
+	// PingTimeout bounds the ping that checks a new pool before it is
+	// cached. The build's own context (Cache.BuildTimeout) may end it
+	// sooner.
+	//
+	// default: 0, meaning 5s.
+	PingTimeout time.Duration
+
+	// Init, if set, runs on a new pool after its ping and before it is
+	// cached, for example to create a tenant's schema. An error closes the
+	// pool and fails the build.
+	//
+	// default: nil.
+	Init func(ctx context.Context, key K, db *sql.DB) error
+
+	// HealthCheck, when true and Cache.HealthCheck is nil, sets
+	// Cache.HealthCheck to a ping of the tenant's pool: the cache pings
+	// idle pools every Cache.HealthCheckInterval (default 30s), each within
+	// Cache.HealthCheckTimeout (default 5s), and evicts a pool whose ping
+	// fails. A Cache.HealthCheck set by the caller is kept as it is.
+	//
+	// default: false, no health checks.
+	HealthCheck bool
+
+	// Cache configures the cache: MaxEntries, IdleTimeout, BuildTimeout,
+	// ErrorTTL, hooks. KeyString, if set, also formats tenants in errors.
+	// Cache.Close defaults to closing the pool.
+	//
+	// default: the zero rescache.Options, an unbounded cache.
+	Cache rescache.Options[K, *sql.DB]
+}
+
+// PoolSettings are the limits of one tenant's pool, applied with the
+// [sql.DB] setters of the same names. A zero field means the figure of
+// [DefaultPoolSettings]; a negative field means what a value <= 0 means to
+// database/sql: no limit on open connections, no idle connection kept, no
+// maximum idle time or lifetime.
+type PoolSettings struct {
+	// MaxOpenConns bounds the connections open at once, in use or idle.
+	MaxOpenConns int
+	// MaxIdleConns bounds the idle connections kept for reuse.
+	MaxIdleConns int
+	// ConnMaxLifetime closes a connection this long after it was opened.
+	ConnMaxLifetime time.Duration
+	// ConnMaxIdleTime closes a connection idle for this long.
+	ConnMaxIdleTime time.Duration
+}
+
+// Figures of [DefaultPoolSettings]; the package documentation says why.
+const (
+	DefaultMaxOpenConns    = 10
+	DefaultMaxIdleConns    = 2
+	DefaultConnMaxLifetime = 30 * time.Minute
+	DefaultConnMaxIdleTime = 5 * time.Minute
+
+	// DefaultPingTimeout is the default of [Options.PingTimeout].
+	DefaultPingTimeout = 5 * time.Second
+)
+
+// DefaultPoolSettings returns the pool settings used for a tenant when
+// [Options.Pool] is nil, and for each zero field of its result:
+// MaxOpenConns 10, MaxIdleConns 2, ConnMaxLifetime 30m, ConnMaxIdleTime 5m.
+// They suit a process that holds many tenant pools at once; the package
+// documentation explains each figure.
+func DefaultPoolSettings() PoolSettings {
+	return PoolSettings{
+		MaxOpenConns:    DefaultMaxOpenConns,
+		MaxIdleConns:    DefaultMaxIdleConns,
+		ConnMaxLifetime: DefaultConnMaxLifetime,
+		ConnMaxIdleTime: DefaultConnMaxIdleTime,
+	}
+}
+
+// withDefaults returns s with each zero field set to its default.
+func (s PoolSettings) withDefaults() PoolSettings {
+	d := DefaultPoolSettings()
+	if s.MaxOpenConns == 0 {
+		s.MaxOpenConns = d.MaxOpenConns
+	}
+	if s.MaxIdleConns == 0 {
+		s.MaxIdleConns = d.MaxIdleConns
+	}
+	if s.ConnMaxLifetime == 0 {
+		s.ConnMaxLifetime = d.ConnMaxLifetime
+	}
+	if s.ConnMaxIdleTime == 0 {
+		s.ConnMaxIdleTime = d.ConnMaxIdleTime
+	}
+	return s
+}
+
+// apply sets s on db. database/sql reads a value <= 0 as "no limit" (or "no
+// idle connection" for MaxIdleConns), which is what a negative field means.
+func (s PoolSettings) apply(db *sql.DB) {
+	db.SetMaxOpenConns(s.MaxOpenConns)
+	db.SetMaxIdleConns(s.MaxIdleConns)
+	db.SetConnMaxLifetime(s.ConnMaxLifetime)
+	db.SetConnMaxIdleTime(s.ConnMaxIdleTime)
+}
+
+// New returns a cache of one *sql.DB per tenant. Its build function opens
+// the tenant's pool, applies the tenant's [PoolSettings], pings the pool,
+// runs [Options.Init], and returns an [*Error] if any step fails, after
+// closing the pool. Evicting a tenant closes its pool once its last lease
+// is released. Call Close or Shutdown on the cache to close every pool.
+//
+// New returns an error when neither or both of Driver+DSN and Connector are
+// set, when Driver names no registered driver, when PingTimeout is
+// negative, or when rescache.New rejects opts.Cache. New does not modify
+// opts.
+func New[K comparable](opts Options[K]) (*rescache.Cache[K, *sql.DB], error) {
+	a, err := newAdapter(opts)
+	if err != nil {
+		return nil, err
+	}
+	co := opts.Cache
+	if co.Close == nil {
+		co.Close = func(_ K, db *sql.DB) error { return db.Close() }
+	}
+	if opts.HealthCheck && co.HealthCheck == nil {
+		co.HealthCheck = func(ctx context.Context, _ K, db *sql.DB) error { return db.PingContext(ctx) }
+	}
+	c, err := rescache.New(a.build, &co)
+	if err != nil {
+		return nil, fmt.Errorf("sqladapter: %w", err)
+	}
+	return c, nil
+}
+
+// adapter holds the validated options of one cache; it is read-only after
+// newAdapter and safe for concurrent builds.
+type adapter[K comparable] struct {
+	driver      string
+	dsn         func(context.Context, K) (string, error)
+	connector   func(context.Context, K) (driver.Connector, error)
+	pool        func(K) PoolSettings
+	pingTimeout time.Duration
+	init        func(context.Context, K, *sql.DB) error
+	keyString   func(K) string
+}
+
+func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
+	switch {
+	case opts.Connector != nil && (opts.DSN != nil || opts.Driver != ""):
+		return nil, errors.New("sqladapter: set either Options.Driver and Options.DSN, or Options.Connector, not both")
+	case opts.Connector == nil && opts.Driver == "" && opts.DSN == nil:
+		return nil, errors.New("sqladapter: Options.Driver and Options.DSN, or Options.Connector, are required")
+	case opts.Connector == nil && opts.Driver == "":
+		return nil, errors.New("sqladapter: Options.Driver is empty (Options.DSN is set)")
+	case opts.Connector == nil && opts.DSN == nil:
+		return nil, fmt.Errorf("sqladapter: Options.DSN is nil (Options.Driver is %q)", opts.Driver)
+	}
+	if opts.Connector == nil && !slices.Contains(sql.Drivers(), opts.Driver) {
+		return nil, fmt.Errorf("sqladapter: unknown driver %q (registered: %q; is the driver package imported?)", opts.Driver, sql.Drivers())
+	}
+	if opts.PingTimeout < 0 {
+		return nil, fmt.Errorf("sqladapter: Options.PingTimeout is negative (%v)", opts.PingTimeout)
+	}
+	a := &adapter[K]{
+		driver:      opts.Driver,
+		dsn:         opts.DSN,
+		connector:   opts.Connector,
+		pool:        opts.Pool,
+		pingTimeout: opts.PingTimeout,
+		init:        opts.Init,
+		keyString:   opts.Cache.KeyString,
+	}
+	if a.pingTimeout == 0 {
+		a.pingTimeout = DefaultPingTimeout
+	}
+	if a.keyString == nil {
+		a.keyString = func(k K) string { return fmt.Sprint(k) }
+	}
+	return a, nil
+}
+
+// build opens, configures, pings and initialises the pool of key. On any
+// failure it closes what it opened and returns an *Error.
+func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
+	db, dsn, err := a.open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(op string, err error) (*sql.DB, error) {
+		db.Close()
+		return nil, a.errorf(key, op, dsn, err)
+	}
+	settings := DefaultPoolSettings()
+	if a.pool != nil {
+		settings = a.pool(key).withDefaults()
+	}
+	settings.apply(db)
+
+	pctx, cancel := context.WithTimeout(ctx, a.pingTimeout)
+	err = db.PingContext(pctx)
+	cancel()
+	if err != nil {
+		return fail("ping", err)
+	}
+	if a.init != nil {
+		if err := a.init(ctx, key, db); err != nil {
+			return fail("init", err)
+		}
+	}
+	return db, nil
+}
+
+// open returns the tenant's new, unconnected pool and the DSN it was opened
+// with ("" for a Connector).
+func (a *adapter[K]) open(ctx context.Context, key K) (*sql.DB, string, error) {
+	if a.connector != nil {
+		c, err := a.connector(ctx, key)
+		if err != nil {
+			return nil, "", a.errorf(key, "connector", "", err)
+		}
+		if c == nil {
+			return nil, "", a.errorf(key, "connector", "", errors.New("Options.Connector returned a nil driver.Connector"))
+		}
+		return sql.OpenDB(c), "", nil
+	}
+	dsn, err := a.dsn(ctx, key)
+	if err != nil {
+		return nil, "", a.errorf(key, "dsn", dsn, err)
+	}
+	if dsn == "" {
+		return nil, "", a.errorf(key, "dsn", "", errors.New("Options.DSN returned an empty data source name"))
+	}
+	db, err := sql.Open(a.driver, dsn)
+	if err != nil {
+		return nil, "", a.errorf(key, "open", dsn, err)
+	}
+	return db, dsn, nil
+}
+
+func (a *adapter[K]) errorf(key K, op, dsn string, err error) *Error {
+	return newError(a.keyString(key), op, dsn, err)
+}
