@@ -1,0 +1,194 @@
+package redisadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rescache/rescache"
+)
+
+// DefaultPingTimeout is the ping timeout of a build when
+// [Options.PingTimeout] or [UniversalOptions.PingTimeout] is zero.
+const DefaultPingTimeout = 5 * time.Second
+
+// Options configures [New].
+type Options[K comparable] struct {
+	// Client returns the go-redis options of a tenant's client. The build
+	// calls it once per build of key, with the build's context (it carries
+	// the values of the caller that started the build; see
+	// [rescache.Options.BuildTimeout] for its deadline). The result is copied
+	// before use and never modified, so the function may return a shared or
+	// cached *redis.Options. An error, or nil options, fails the build with
+	// a [*BuildError].
+	//
+	// Required.
+	Client func(ctx context.Context, key K) (*redis.Options, error)
+
+	// PingTimeout bounds the PING with which a build checks its new client,
+	// dial included. It is enforced even when the server accepts the
+	// connection and never answers: the build then closes the client and
+	// fails with an error that matches [context.DeadlineExceeded]. It is cut
+	// shorter by the build's own deadline.
+	//
+	// default: 0, meaning [DefaultPingTimeout] (5s).
+	PingTimeout time.Duration
+
+	// HealthCheck has the cache PING its idle clients, every
+	// Cache.HealthCheckInterval and within Cache.HealthCheckTimeout (see
+	// [rescache.Options.HealthCheck]), and evict a client whose PING fails;
+	// the tenant's next call builds a new client. It sets Cache.HealthCheck
+	// when that is nil; a HealthCheck of your own is kept as it is.
+	//
+	// default: false, no health checks.
+	HealthCheck bool
+
+	// Cache configures the cache of clients. When Cache.Close is nil a
+	// client leaving the cache is closed with its Close method, which closes
+	// its connections.
+	//
+	// default: the zero rescache.Options: unbounded, no expiry.
+	Cache rescache.Options[K, *redis.Client]
+}
+
+// New returns a cache of one *redis.Client per tenant, built with the
+// options opts.Client returns for the tenant's key. It returns an error when
+// opts.Client is nil, when PingTimeout is negative, or when
+// [rescache.New] rejects opts.Cache. New copies opts and never modifies it.
+//
+// The caller owns the cache and must Close it (or Shutdown it) to close every
+// client.
+func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], error) {
+	if opts.Client == nil {
+		return nil, errors.New("redisadapter: Options.Client is nil")
+	}
+	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString)
+	if err != nil {
+		return nil, err
+	}
+	clientOptions := opts.Client
+	build := func(ctx context.Context, key K) (*redis.Client, error) {
+		o, err := clientOptions(ctx, key)
+		if err != nil {
+			return nil, b.fail(key, "", nil, err)
+		}
+		if o == nil {
+			return nil, b.fail(key, "", nil, ErrNilOptions)
+		}
+		opt := *o
+		secrets := []string{opt.Password}
+		if opt.Dialer == nil {
+			if err := checkAddr(opt.Network, opt.Addr); err != nil {
+				return nil, b.fail(key, "", secrets, err)
+			}
+		}
+		addr := opt.Addr
+		if addr == "" {
+			addr = "localhost:6379" // the go-redis default
+		}
+		return open(ctx, b, key, addr, secrets, func() *redis.Client { return redis.NewClient(&opt) })
+	}
+	cacheOpts := cacheOptions(opts.Cache, opts.HealthCheck)
+	return rescache.New(build, &cacheOpts)
+}
+
+// builder holds what the build functions of [New] and [NewUniversal] share.
+type builder[K comparable] struct {
+	pingTimeout time.Duration  // > 0
+	keyString   func(K) string // never nil
+}
+
+func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) string) (*builder[K], error) {
+	if pingTimeout < 0 {
+		return nil, fmt.Errorf("redisadapter: PingTimeout is negative (%v)", pingTimeout)
+	}
+	if pingTimeout == 0 {
+		pingTimeout = DefaultPingTimeout
+	}
+	if keyString == nil {
+		keyString = func(k K) string { return fmt.Sprint(k) }
+	}
+	return &builder[K]{pingTimeout: pingTimeout, keyString: keyString}, nil
+}
+
+// fail returns the [*BuildError] of key.
+func (b *builder[K]) fail(key K, addr string, secrets []string, err error) error {
+	return &BuildError{Tenant: b.keyString(key), Addr: addr, Err: err, secrets: secrets}
+}
+
+// open creates a client with newClient and PINGs it within b.pingTimeout.
+// On failure it closes the client, waits until its PING has returned, and
+// returns a [*BuildError]; nothing of the client is left running.
+func open[K comparable, C redis.UniversalClient](ctx context.Context, b *builder[K], key K, addr string, secrets []string, newClient func() C) (C, error) {
+	var zero C
+	c, err := create(newClient)
+	if err != nil {
+		return zero, b.fail(key, addr, secrets, err)
+	}
+	pctx, cancel := context.WithTimeoutCause(ctx, b.pingTimeout,
+		fmt.Errorf("no reply to PING within %v: %w", b.pingTimeout, context.DeadlineExceeded))
+	defer cancel()
+	// go-redis bounds a socket read by the client's ReadTimeout, not by the
+	// context, so the PING runs in a goroutine of its own and a timeout
+	// closes the client, which ends the PING at once.
+	done := make(chan error, 1)
+	go func() { done <- c.Ping(pctx).Err() }()
+	select {
+	case err = <-done:
+		if err != nil {
+			c.Close()
+		}
+	case <-pctx.Done():
+		c.Close()
+		<-done
+		err = context.Cause(pctx)
+	}
+	if err != nil {
+		return zero, b.fail(key, addr, secrets, fmt.Errorf("ping: %w", err))
+	}
+	return c, nil
+}
+
+// create calls newClient, turning a panic of go-redis on options it rejects
+// into an error.
+func create[C any](newClient func() C) (c C, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("creating the client: %v", r)
+		}
+	}()
+	return newClient(), nil
+}
+
+// cacheOptions returns o with the defaults of this package filled in: Close
+// closes the client, and HealthCheck PINGs it when healthCheck is set and o
+// has no HealthCheck of its own.
+func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C], healthCheck bool) rescache.Options[K, C] {
+	if o.Close == nil {
+		o.Close = func(_ K, c C) error { return c.Close() }
+	}
+	if healthCheck && o.HealthCheck == nil {
+		o.HealthCheck = func(ctx context.Context, _ K, c C) error { return ping(ctx, c) }
+	}
+	return o
+}
+
+// ping sends PING on c and returns its error, or ctx's error as soon as ctx
+// ends. In that case the PING goroutine ends when the PING does: at once
+// when the caller closes c (the cache closes a client that failed its health
+// check), at the latest after c's ReadTimeout.
+func ping(ctx context.Context, c redis.UniversalClient) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Ping(ctx).Err() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("redisadapter: ping: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("redisadapter: ping: %w", ctx.Err())
+	}
+}
