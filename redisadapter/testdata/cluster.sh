@@ -101,7 +101,7 @@ start() {
 }
 
 stop() {
-	failed=no
+	pids=
 	for port in $PORTS; do
 		pidfile="$DIR/$port/redis.pid"
 		if [ ! -f "$pidfile" ]; then
@@ -109,13 +109,17 @@ stop() {
 			continue
 		fi
 		pid=$(cat "$pidfile")
-		say "stopping redis-server on $HOST:$port (pid $pid)"
+		say "stopping redis-server on $HOST:$port (pid $pid): SHUTDOWN NOSAVE"
 		cli "$port" shutdown nosave >/dev/null 2>&1 || true
+		pids="$pids $pid"
+	done
+	failed=no
+	for pid in $pids; do
 		i=0
 		while kill -0 "$pid" 2>/dev/null; do
 			i=$((i + 1))
-			if [ "$i" -gt 50 ]; then
-				echo "cluster.sh: redis-server pid $pid (port $port) did not exit within 5s of SHUTDOWN NOSAVE" >&2
+			if [ "$i" -gt 100 ]; then
+				echo "cluster.sh: redis-server pid $pid did not exit within 10s of SHUTDOWN NOSAVE" >&2
 				failed=yes
 				break
 			fi
