@@ -118,3 +118,37 @@ func ExampleRedactDSN() {
 	// host=db user=app password=xxxxx dbname=acme
 	// app:xxxxx@tcp(db:3306)/acme?parseTime=true
 }
+
+// PoolStats reads the connection figures of every open tenant pool, for a
+// status page or a metrics collector, without counting as a use.
+func ExamplePoolStats() {
+	dir, err := os.MkdirTemp("", "tenants")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	tenants, err := sqladapter.New(sqladapter.Options[string]{
+		Driver: "sqlite",
+		DSN: func(_ context.Context, tenant string) (string, error) {
+			return "file:" + filepath.Join(dir, tenant+".db"), nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tenants.Close()
+	for _, tenant := range []string{"acme", "globex"} {
+		if _, err := tenants.Get(context.Background(), tenant); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	stats := sqladapter.PoolStats(tenants)
+	for _, tenant := range []string{"acme", "globex"} {
+		s := stats[tenant]
+		fmt.Printf("%s: %d open (%d idle), at most %d\n", tenant, s.OpenConnections, s.Idle, s.MaxOpenConnections)
+	}
+	// Output:
+	// acme: 1 open (1 idle), at most 10
+	// globex: 1 open (1 idle), at most 10
+}

@@ -443,3 +443,55 @@ func TestCloseDefault(t *testing.T) {
 		t.Errorf("Ping after Invalidate succeeded; want sql: database is closed")
 	}
 }
+
+func TestPoolStats(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"acme", "globex"} {
+		newFakeServer(t.Name() + "/" + name)
+	}
+	c := newFakeCache(t, func(o *sqladapter.Options[string]) {
+		o.DSN = func(_ context.Context, tenant string) (string, error) { return fakeDSN(t.Name() + "/" + tenant), nil }
+		o.Pool = func(tenant string) sqladapter.PoolSettings {
+			if tenant == "acme" {
+				return sqladapter.PoolSettings{MaxOpenConns: 7}
+			}
+			return sqladapter.PoolSettings{}
+		}
+	})
+	if got := sqladapter.PoolStats(c); len(got) != 0 {
+		t.Errorf("PoolStats of an empty cache = %v; want none", got)
+	}
+	acme, release, err := c.Acquire(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	conn, err := acme.Conn(ctx) // one connection in use
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := c.Get(ctx, "globex"); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Stats()
+
+	got := sqladapter.PoolStats(c)
+	if len(got) != 2 {
+		t.Fatalf("PoolStats() has %d tenants; want 2: %v", len(got), got)
+	}
+	if s := got["acme"]; s.MaxOpenConnections != 7 || s.OpenConnections != 1 || s.InUse != 1 || s.Idle != 0 {
+		t.Errorf("PoolStats()[acme] = %+v; want max 7, open 1, in use 1", s)
+	}
+	if s := got["globex"]; s.MaxOpenConnections != sqladapter.DefaultMaxOpenConns || s.OpenConnections != 1 || s.Idle != 1 {
+		t.Errorf("PoolStats()[globex] = %+v; want max %d, open 1, idle 1 (the ping's)", s, sqladapter.DefaultMaxOpenConns)
+	}
+	if after := c.Stats(); after.Hits != before.Hits || after.Misses != before.Misses {
+		t.Errorf("PoolStats counted as a use: Hits %d -> %d, Misses %d -> %d", before.Hits, after.Hits, before.Misses, after.Misses)
+	}
+
+	c.Invalidate("globex")
+	if got := sqladapter.PoolStats(c); len(got) != 1 {
+		t.Errorf("PoolStats() after Invalidate = %v; want acme only", got)
+	}
+}
