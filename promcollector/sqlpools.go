@@ -3,10 +3,14 @@ package promcollector
 import (
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rescache/rescache"
+	"github.com/rescache/rescache/sqladapter"
 )
 
 // SQLPoolOptions configures [NewSQLPools]. The zero value, like a nil
@@ -14,8 +18,10 @@ import (
 // its key. NewSQLPools copies the options and never modifies them.
 type SQLPoolOptions[K comparable] struct {
 	// TenantLabel formats a key as the value of the tenant label. Use it to
-	// redact or shorten tenant identifiers. Keys that format to the same
-	// label are summed into one series. Not called when OmitTenant is set.
+	// redact or shorten tenant identifiers; give each tenant its own value.
+	// Keys that format to the same value are summed into one series, whose
+	// counters then drop (a counter reset) whenever one of its pools
+	// closes. Not called when OmitTenant is set.
 	//
 	// default: nil, meaning fmt.Sprint(key).
 	TenantLabel func(K) string
@@ -33,6 +39,43 @@ type SQLPoolOptions[K comparable] struct {
 	//
 	// default: false, one series per open tenant.
 	OmitTenant bool
+}
+
+// NewSQLPools returns a collector of the [sql.DBStats] of the pools open in
+// c, one *sql.DB per tenant, read with [sqladapter.PoolStats] once per
+// scrape. Every series is labelled cache=name, and tenant=TenantLabel(key)
+// unless opts.OmitTenant is set. opts may be nil.
+//
+// Gauges rescache_sql_open_connections, rescache_sql_in_use_connections and
+// rescache_sql_idle_connections are the state of the pools at the scrape.
+// Counters rescache_sql_wait_count_total,
+// rescache_sql_wait_duration_seconds_total,
+// rescache_sql_max_idle_closed_total,
+// rescache_sql_max_idle_time_closed_total and
+// rescache_sql_max_lifetime_closed_total come from the pools' own counters,
+// which start at zero when a pool is opened. So:
+//
+//   - With a tenant label, a tenant whose pool is evicted has no series
+//     until it is opened again, and its counters then restart from zero.
+//     Prometheus's rate and increase read that drop as a counter reset, as
+//     they do for a restarted process, so rates stay right.
+//   - Without a tenant label (OmitTenant), a plain sum over the open pools
+//     would fall whenever a pool closes, which rate would misread as a reset
+//     and turn into a spike. Instead the collector remembers each open
+//     pool's counters at the previous scrape and, when the pool is gone at
+//     the next one (or its counters went down, meaning the tenant's pool was
+//     replaced), adds them to a running total of closed pools, reported
+//     with the open pools. The sum therefore never decreases. What a pool
+//     counted between the last scrape that saw it and its close is lost,
+//     and a pool replaced between two scrapes whose successor has already
+//     counted past it goes unnoticed; the sums undercount in those cases
+//     and never overcount. This bookkeeping holds one entry per open pool.
+//
+// The collector is safe for concurrent use. With OmitTenant, scrapes of
+// one collector are serialized so that each one merges the snapshot it
+// took in order.
+func NewSQLPools[K comparable](name string, c *rescache.Cache[K, *sql.DB], opts *SQLPoolOptions[K]) prometheus.Collector {
+	return newSQLPools(name, func() map[K]sql.DBStats { return sqladapter.PoolStats(c) }, opts)
 }
 
 // newSQLPools is NewSQLPools with the source of the stats as a function.
@@ -156,6 +199,9 @@ func (c *sqlPoolsCollector[K]) Collect(ch chan<- prometheus.Metric) {
 	byTenant := make(map[string]*poolSample)
 	for k, st := range c.poolStats() {
 		t := c.label(k)
+		if !utf8.ValidString(t) {
+			t = strings.ToValidUTF8(t, "\uFFFD") // a label value must be UTF-8
+		}
 		s := byTenant[t]
 		if s == nil {
 			s = new(poolSample)

@@ -247,3 +247,19 @@ func TestSQLPoolsConcurrentScrapes(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestSQLPoolsInvalidUTF8 checks that a key that is not valid UTF-8 does
+// not break the scrape: its label has the bad bytes replaced.
+func TestSQLPoolsInvalidUTF8(t *testing.T) {
+	src := &snapshots[string]{}
+	src.set(map[string]sql.DBStats{"ac\xffme": {OpenConnections: 1}})
+	c := newSQLPools("db", src.get, nil)
+	err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP rescache_sql_open_connections Established connections, in use and idle.
+# TYPE rescache_sql_open_connections gauge
+rescache_sql_open_connections{cache="db",tenant="ac`+"\uFFFD"+`me"} 1
+`), "rescache_sql_open_connections")
+	if err != nil {
+		t.Error(err)
+	}
+}
