@@ -25,6 +25,9 @@ type Statser interface {
 // quantiles: [rescache.Stats] keeps a count and a total of build time, not
 // a distribution, so the summary carries _count and _sum only, from which
 // rate(_sum) / rate(_count) gives the mean build latency over any window.
+// _count is [rescache.Stats].Builds, which counts a build as it starts,
+// and _sum is [rescache.Stats].BuildTime, which grows as a build ends; a
+// build in flight at a scrape is in the count but not yet in the sum.
 func New(name string, c Statser) prometheus.Collector {
 	l := prometheus.Labels{"cache": name}
 	d := func(metric, help string, variable ...string) *prometheus.Desc {
