@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,8 +363,13 @@ func (b *backend) waitNoConns(t *testing.T, names ...string) {
 	}, names...)
 }
 
-// newDatabaseName returns a fresh database name that is not created yet;
-// createDatabases records it for the drop at the end.
+// newDatabaseName returns a database name that no earlier call returned
+// and that is not created yet; createDatabases records it for the drop at
+// the end.
 func (b *backend) newDatabaseName(suffix string) string {
-	return b.prefix + suffix
+	return fmt.Sprintf("%s%s%d", b.prefix, suffix, dbNameSeq.Add(1))
 }
+
+// dbNameSeq numbers the names of newDatabaseName, so that -count=N runs do
+// not find the database of an earlier run.
+var dbNameSeq atomic.Int64
