@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"go.uber.org/goleak"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 
@@ -64,6 +65,14 @@ func TestMain(m *testing.M) {
 	if err := dropBackends(); err != nil {
 		fmt.Fprintln(os.Stderr, "sqladapter tests: cleanup:", err)
 		if code == 0 {
+			code = 1
+		}
+	}
+	// Every pool the tests opened is closed by now: no goroutine of a
+	// pool (database/sql's opener and cleaner) or of a cache may be left.
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "sqladapter tests: leaked goroutines:", err)
 			code = 1
 		}
 	}

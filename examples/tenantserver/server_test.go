@@ -15,7 +15,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain checks that the server leaves no goroutine behind once run has
+// returned: no HTTP connection, no tenant pool, no cache goroutine.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestEndToEnd starts the server on a loopback port, as main does, drives
 // it with real HTTP requests for several tenants at once, checks that no
@@ -55,7 +61,8 @@ func testEndToEnd(t *testing.T, args ...string) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the server did not start within 30s; logs:\n%s", logs.String())
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 
 	// Four tenants, more than -max-tenants 3, so that tenants are evicted
 	// and reopened while requests run; five notes each, all at once.
