@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"go.uber.org/goleak"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/goleak"
 	_ "modernc.org/sqlite"
 
 	"github.com/rescache/rescache/sqladapter"
