@@ -1,3 +1,9 @@
 module github.com/rescache/rescache
 
 go 1.25
+
+require (
+	github.com/hashicorp/golang-lru/v2 v2.0.7
+	github.com/puzpuzpuz/xsync/v3 v3.5.1
+	go.uber.org/goleak v1.3.0
+)

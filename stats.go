@@ -99,15 +99,15 @@ type Stats struct {
 // one atomic operation where the event happens; hits are counted by the
 // per-P counter in Cache.hits instead, because they are on the hit path.
 type counters struct {
-	misses, errorHits                  atomic.Uint64
-	builds, buildErrors, buildPanics   atomic.Uint64
-	buildNanos                         atomic.Int64
-	evictions                          [numEvictReasons]atomic.Uint64
-	closes, closeErrors                atomic.Uint64
-	healthChecks, healthCheckErrors    atomic.Uint64
-	entries, pending, leased           atomic.Int64
-	liveValues                         atomic.Int64 // built values not yet closed
-	_                                  [0]func()    // not comparable
+	misses, errorHits                atomic.Uint64
+	builds, buildErrors, buildPanics atomic.Uint64
+	buildNanos                       atomic.Int64
+	evictions                        [numEvictReasons]atomic.Uint64
+	closes, closeErrors              atomic.Uint64
+	healthChecks, healthCheckErrors  atomic.Uint64
+	entries, pending, leased         atomic.Int64
+	liveValues                       atomic.Int64 // built values not yet closed
+	_                                [0]func()    // not comparable
 }
 
 func (c *counters) snapshot(hits uint64) Stats {
