@@ -39,6 +39,14 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 			_, err := redisadapter.New(redisadapter.Options[int]{Client: valid, Cache: rescache.Options[int, *redis.Client]{MaxEntries: -1}})
 			return err
 		}, "MaxEntries"},
+		{"health-check interval without HealthCheck", func() error {
+			_, err := redisadapter.New(redisadapter.Options[int]{Client: valid, Cache: rescache.Options[int, *redis.Client]{HealthCheckInterval: time.Second}})
+			return err
+		}, "redisadapter: Cache.HealthCheckInterval or Cache.HealthCheckTimeout is set but health checks are off; set HealthCheck"},
+		{"universal health-check timeout without HealthCheck", func() error {
+			_, err := redisadapter.NewUniversal(redisadapter.UniversalOptions[int]{Client: validU, Cache: rescache.Options[int, redis.UniversalClient]{HealthCheckTimeout: time.Second}})
+			return err
+		}, "set HealthCheck to PING idle clients"},
 		{"universal nil Client", func() error {
 			_, err := redisadapter.NewUniversal(redisadapter.UniversalOptions[int]{})
 			return err

@@ -55,7 +55,8 @@ type Options[K comparable] struct {
 
 // New returns a cache of one *redis.Client per tenant, built with the
 // options opts.Client returns for the tenant's key. It returns an error when
-// opts.Client is nil, when PingTimeout is negative, or when
+// opts.Client is nil, when PingTimeout is negative, when opts.Cache sets
+// HealthCheckInterval or HealthCheckTimeout with health checks off, or when
 // [rescache.New] rejects opts.Cache. New copies opts and never modifies it.
 //
 // The caller owns the cache and must Close it (or Shutdown it) to close every
@@ -90,7 +91,10 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], erro
 		}
 		return open(ctx, b, key, addr, secrets, func() *redis.Client { return redis.NewClient(&opt) })
 	}
-	cacheOpts := cacheOptions(opts.Cache, opts.HealthCheck)
+	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck)
+	if err != nil {
+		return nil, err
+	}
 	return rescache.New(build, &cacheOpts)
 }
 
@@ -164,15 +168,19 @@ func create[C any](newClient func() C) (c C, err error) {
 
 // cacheOptions returns o with the defaults of this package filled in: Close
 // closes the client, and HealthCheck PINGs it when healthCheck is set and o
-// has no HealthCheck of its own.
-func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C], healthCheck bool) rescache.Options[K, C] {
+// has no HealthCheck of its own. It reports a health-check interval set
+// without a check, in the words of this package's options.
+func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C], healthCheck bool) (rescache.Options[K, C], error) {
+	if !healthCheck && o.HealthCheck == nil && (o.HealthCheckInterval > 0 || o.HealthCheckTimeout > 0) {
+		return o, errors.New("redisadapter: Cache.HealthCheckInterval or Cache.HealthCheckTimeout is set but health checks are off; set HealthCheck to PING idle clients")
+	}
 	if o.Close == nil {
 		o.Close = func(_ K, c C) error { return c.Close() }
 	}
 	if healthCheck && o.HealthCheck == nil {
 		o.HealthCheck = func(ctx context.Context, _ K, c C) error { return ping(ctx, c) }
 	}
-	return o
+	return o, nil
 }
 
 // ping sends PING on c and returns its error, or ctx's error as soon as ctx

@@ -49,9 +49,10 @@ type UniversalOptions[K comparable] struct {
 
 // NewUniversal returns a cache of one [redis.UniversalClient] per tenant,
 // built with the options opts.Client returns for the tenant's key. It
-// returns an error when opts.Client is nil, when PingTimeout is negative, or
-// when [rescache.New] rejects opts.Cache. NewUniversal copies opts and never
-// modifies it.
+// returns an error when opts.Client is nil, when PingTimeout is negative,
+// when opts.Cache sets HealthCheckInterval or HealthCheckTimeout with health
+// checks off, or when [rescache.New] rejects opts.Cache. NewUniversal copies
+// opts and never modifies it.
 //
 // The caller owns the cache and must Close it (or Shutdown it) to close every
 // client.
@@ -94,6 +95,9 @@ func NewUniversal[K comparable](opts UniversalOptions[K]) (*rescache.Cache[K, re
 		}
 		return open(ctx, b, key, addr, secrets, func() redis.UniversalClient { return redis.NewUniversalClient(&opt) })
 	}
-	cacheOpts := cacheOptions(opts.Cache, opts.HealthCheck)
+	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck)
+	if err != nil {
+		return nil, err
+	}
 	return rescache.New(build, &cacheOpts)
 }
