@@ -51,9 +51,9 @@ type Cache[K comparable, V any] struct {
 
 	idle, lifetime, errorTTL int64 // Options durations in nanoseconds
 
-	hits   pcounter // calls served by a found entry
-	leases pcounter // leases out (taken minus released)
-	ctr    counters // everything else
+	hot    pcounter   // hits, and leases out (taken minus released)
+	ctr    counters   // everything else
+	leaseP sync.Pool // of *lease[K, V], reused after their release
 
 	slots chan struct{} // one token per build in flight; nil = unbounded
 
@@ -106,8 +106,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 		idle:     int64(o.IdleTimeout),
 		lifetime: int64(o.MaxLifetime),
 		errorTTL: int64(o.ErrorTTL),
-		hits:     newPcounter(),
-		leases:   newPcounter(),
+		hot:      newPcounter(),
 		drained:  make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -148,7 +147,7 @@ func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
-			c.hits.add(1)
+			c.hot.add(1, 0)
 			return e.val, nil
 		}
 	}
@@ -169,7 +168,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), err error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
-			c.hits.add(1)
+			c.hot.add(1, 1)
 			return e.val, c.newLease(e), nil
 		}
 	}
@@ -178,31 +177,43 @@ func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), 
 		var zero V
 		return zero, noRelease, err
 	}
+	c.hot.add(0, 1)
 	return e.val, c.newLease(e), nil
 }
 
 func noRelease() {}
 
-// lease is one Acquire's hold on an entry.
+// lease is one Acquire's hold on an entry. Leases are reused through
+// c.leaseP; gen tells one use from the next, so that a second call of a
+// release func is a no-op even after its lease was reused.
 type lease[K comparable, V any] struct {
-	c        *Cache[K, V]
-	e        *entry[K, V]
-	released atomic.Bool
+	gen atomic.Uint64
+	c   *Cache[K, V]
+	e   *entry[K, V]
 }
 
-// newLease counts a lease already added to e's word and returns its release.
+// newLease returns the release func of a lease already added to e's word
+// (and counted in c.hot). The closure is the one allocation of an Acquire:
+// it carries the generation that makes release idempotent.
 func (c *Cache[K, V]) newLease(e *entry[K, V]) func() {
-	c.leases.add(1)
-	l := &lease[K, V]{c: c, e: e}
-	return l.release
+	l, _ := c.leaseP.Get().(*lease[K, V])
+	if l == nil {
+		l = &lease[K, V]{c: c}
+	}
+	l.e = e
+	gen := l.gen.Load()
+	return func() { l.release(gen) }
 }
 
-func (l *lease[K, V]) release() {
-	if !l.released.CompareAndSwap(false, true) {
-		return
+// release ends the lease if it is still at generation gen.
+func (l *lease[K, V]) release(gen uint64) {
+	if !l.gen.CompareAndSwap(gen, gen+1) {
+		return // released already
 	}
-	c, e := l.c, l.e
-	c.leases.add(-1)
+	c, e := l.c, l.e // ours until Put
+	l.e = nil
+	c.leaseP.Put(l)
+	c.hot.add(0, -1)
 	if c.tick > 0 {
 		c.touch(e) // the idle timeout runs from the release
 	}
@@ -283,8 +294,9 @@ func (c *Cache[K, V]) Len() int { return int(c.ctr.entries.Load()) }
 
 // Stats returns a snapshot of the cache's counters.
 func (c *Cache[K, V]) Stats() Stats {
-	s := c.ctr.snapshot(uint64(c.hits.load()))
-	s.Leased = int(c.leases.load())
+	hits, leases := c.hot.load()
+	s := c.ctr.snapshot(uint64(hits))
+	s.Leased = int(leases)
 	return s
 }
 
@@ -333,7 +345,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue
 			}
 			c.touch(e)
-			c.hits.add(1)
+			c.hot.add(1, 0)
 			return e, nil
 		default: // pending
 			if lease && !e.tryLease() {
@@ -377,7 +389,7 @@ func (c *Cache[K, V]) startBuild(ctx context.Context, e *entry[K, V]) {
 	c.inflight.Add(1) // released by runBuild
 	if c.closed.Load() {
 		c.finish(e, *new(V), ErrClosed, false)
-		c.release()
+		c.unhold()
 		return
 	}
 	if ctx.Done() == nil && c.opts.BuildTimeout == 0 {
@@ -395,7 +407,7 @@ type buildSlotKey struct{}
 // runBuild calls build for e and finishes e with its result. It owns one
 // count of c.inflight.
 func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
-	defer c.release()
+	defer c.unhold()
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(callerCtx))
 	defer cancel(nil)
 	stopClose := context.AfterFunc(c.ctx, func() { cancel(ErrClosed) })
@@ -412,12 +424,12 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 	// closed).
 	c.inflight.Add(1)
 	stopEnd := context.AfterFunc(ctx, func() {
-		defer c.release()
+		defer c.unhold()
 		c.finish(e, *new(V), context.Cause(ctx), false)
 	})
 	defer func() {
 		if stopEnd() {
-			c.release()
+			c.unhold()
 		}
 	}()
 
@@ -427,7 +439,11 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 		case c.slots <- struct{}{}:
 			defer func() { <-c.slots }()
 		case <-ctx.Done():
-			return // the AfterFunc finishes e
+			// Finish here: the deferred stopEnd may stop the AfterFunc
+			// before it runs (ctx.Done is closed before AfterFuncs are
+			// started).
+			c.finish(e, *new(V), context.Cause(ctx), false)
+			return
 		}
 		buildCtx = context.WithValue(ctx, buildSlotKey{}, true)
 	}
@@ -516,8 +532,8 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	e.used.Store(now)
 	var victims []removal[K, V]
 	if e.word.Load()&removedBit == 0 {
+		victims = c.makeRoomLocked()
 		c.insertLocked(e)
-		victims = c.evictOverCapacityLocked()
 	}
 	closeNow := e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	c.mu.Unlock()
@@ -528,9 +544,9 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	c.afterRemoveAll(victims)
 }
 
-// release drops one count of c.inflight and signals Shutdown when it reaches
+// unhold drops one count of c.inflight and signals Shutdown when it reaches
 // zero after Close.
-func (c *Cache[K, V]) release() {
+func (c *Cache[K, V]) unhold() {
 	if c.inflight.Add(-1) == 0 && c.closed.Load() {
 		c.drainOnce.Do(func() { close(c.drained) })
 	}
@@ -540,7 +556,7 @@ func (c *Cache[K, V]) release() {
 // per value build returned, outside every lock, and releases the value's
 // count of c.inflight.
 func (c *Cache[K, V]) closeValue(key K, v V) error {
-	defer c.release()
+	defer c.unhold()
 	c.ctr.liveValues.Add(-1)
 	c.ctr.closes.Add(1)
 	start := time.Now()

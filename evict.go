@@ -96,14 +96,15 @@ func (c *Cache[K, V]) evict(e *entry[K, V], reason EvictReason) bool {
 	return true
 }
 
-// evictOverCapacityLocked removes least recently used entries while there
-// are more than MaxEntries.
-func (c *Cache[K, V]) evictOverCapacityLocked() []removal[K, V] {
+// makeRoomLocked removes least recently used entries until one more fits
+// within MaxEntries. Making room before the insert (not after) keeps Len
+// within MaxEntries even for a reader that does not take c.mu.
+func (c *Cache[K, V]) makeRoomLocked() []removal[K, V] {
 	if c.opts.MaxEntries == 0 {
 		return nil
 	}
 	var out []removal[K, V]
-	for len(c.order) > c.opts.MaxEntries {
+	for len(c.order) >= c.opts.MaxEntries {
 		e := c.lruLocked()
 		out = append(out, removal[K, V]{e, EvictCapacity, c.removeLocked(e, EvictCapacity)})
 	}
@@ -220,7 +221,7 @@ func (c *Cache[K, V]) expiry(e *entry[K, V], w uint64, now int64) (EvictReason, 
 // health checks. It exits when Close closes c.janitorOff, and holds one count
 // of c.inflight until then.
 func (c *Cache[K, V]) janitor() {
-	defer c.release()
+	defer c.unhold()
 	t := time.NewTicker(time.Duration(c.tick))
 	defer t.Stop()
 	var nextCheck time.Time
@@ -243,7 +244,7 @@ func (c *Cache[K, V]) janitor() {
 				checking = true
 				c.inflight.Add(1)
 				go func() {
-					defer c.release()
+					defer c.unhold()
 					c.healthRound()
 					checked <- struct{}{}
 				}()

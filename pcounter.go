@@ -6,8 +6,8 @@ import (
 	_ "unsafe" // for go:linkname
 )
 
-// pcounter is a counter striped by P (the scheduler's processor), for the
-// events of the hit path. A shared atomic counter written by every hit costs
+// pcounter counts the events of the hit path, hits and leases, in cells
+// striped by P (the scheduler's processor). A shared atomic counter written by every hit costs
 // a contended cache line per call, and xsync.Counter picks its stripe through
 // a sync.Pool, which costs about as much as the map lookup it would count
 // (both measured with the hit benchmark). Here the goroutine pins itself to
@@ -17,38 +17,46 @@ type pcounter struct {
 	cells []pcell
 	// overflow takes the updates of Ps created after the counter, when
 	// GOMAXPROCS grows; cells of those Ps would have two writers.
-	overflow atomic.Int64
+	overflow pcell
 }
 
 type pcell struct {
-	n atomic.Int64
-	_ [56]byte // one cache line per cell
+	hits, leases atomic.Int64
+	_            [48]byte // one cache line per cell
 }
 
 func newPcounter() pcounter {
 	return pcounter{cells: make([]pcell, runtime.GOMAXPROCS(0))}
 }
 
-func (c *pcounter) add(d int64) {
+// add adds hits and leases to the counts.
+func (c *pcounter) add(hits, leases int64) {
 	p := procPin()
 	if p < len(c.cells) {
 		// Single writer: no goroutine runs on this P until procUnpin.
-		n := &c.cells[p].n
-		n.Store(n.Load() + d)
+		cell := &c.cells[p]
+		if hits != 0 {
+			cell.hits.Store(cell.hits.Load() + hits)
+		}
+		if leases != 0 {
+			cell.leases.Store(cell.leases.Load() + leases)
+		}
 		procUnpin()
 		return
 	}
 	procUnpin()
-	c.overflow.Add(d)
+	c.overflow.hits.Add(hits)
+	c.overflow.leases.Add(leases)
 }
 
 // load sums the cells; concurrent adds may or may not be included.
-func (c *pcounter) load() int64 {
-	sum := c.overflow.Load()
+func (c *pcounter) load() (hits, leases int64) {
+	hits, leases = c.overflow.hits.Load(), c.overflow.leases.Load()
 	for i := range c.cells {
-		sum += c.cells[i].n.Load()
+		hits += c.cells[i].hits.Load()
+		leases += c.cells[i].leases.Load()
 	}
-	return sum
+	return hits, leases
 }
 
 // procPin disables preemption and returns the id of the current P. It is
