@@ -51,8 +51,8 @@ type Cache[K comparable, V any] struct {
 
 	idle, lifetime, errorTTL int64 // Options durations in nanoseconds
 
-	hot    pcounter   // hits, and leases out (taken minus released)
-	ctr    counters   // everything else
+	hot    pcounter  // hits, and leases out (taken minus released)
+	ctr    counters  // everything else
 	leaseP sync.Pool // of *lease[K, V], reused after their release
 
 	slots chan struct{} // one token per build in flight; nil = unbounded
