@@ -269,18 +269,22 @@ func (c *Cache[K, V]) sweep(now int64) {
 		}
 	}
 	if c.idle > 0 {
+		// A leased entry is not idle, but keeps its place in the LRU
+		// order (a lease is not a use): set it aside and put it back.
+		var held []*entry[K, V]
 		for len(c.order) > 0 {
 			e := c.lruLocked()
 			if now-e.nodeUsed < c.idle {
 				break
 			}
 			if e.word.Load()&leaseMask != 0 {
-				// Leased: not idle. Stamp it as used now, and look
-				// again a timeout later.
-				e.used.Store(now)
+				held = append(held, heap.Pop(&c.order).(*entry[K, V]))
 				continue
 			}
 			out = append(out, removal[K, V]{e, EvictIdle, c.removeLocked(e, EvictIdle)})
+		}
+		for _, e := range held {
+			heap.Push(&c.order, e)
 		}
 	}
 	if c.errs != nil {

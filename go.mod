@@ -5,5 +5,9 @@ go 1.25
 require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/puzpuzpuz/xsync/v3 v3.5.1
-	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/leanovate/gopter v0.2.11 // test only
+	go.uber.org/goleak v1.3.0 // test only
 )
