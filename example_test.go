@@ -1,0 +1,116 @@
+package rescache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rescache/rescache"
+)
+
+// conn stands for an expensive resource: a database pool, a client.
+type conn struct{ tenant string }
+
+func (c *conn) Close() error {
+	fmt.Println("closed", c.tenant)
+	return nil
+}
+
+func dial(ctx context.Context, tenant string) (*conn, error) {
+	if tenant == "" {
+		return nil, errors.New("no tenant")
+	}
+	fmt.Println("dialed", tenant)
+	return &conn{tenant: tenant}, nil
+}
+
+// Get builds a key's value once and then serves it from memory.
+func ExampleCache_Get() {
+	c, err := rescache.New(dial, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close() // closes every value: *conn implements io.Closer
+
+	ctx := context.Background()
+	a1, _ := c.Get(ctx, "acme")
+	a2, _ := c.Get(ctx, "acme")
+	fmt.Println("same value:", a1 == a2)
+	s := c.Stats()
+	fmt.Printf("builds=%d hits=%d misses=%d\n", s.Builds, s.Hits, s.Misses)
+	// Output:
+	// dialed acme
+	// same value: true
+	// builds=1 hits=1 misses=1
+	// closed acme
+}
+
+// Acquire holds a lease: the value stays open until release, even if its
+// entry leaves the cache meanwhile.
+func ExampleCache_Acquire() {
+	c, _ := rescache.New(dial, nil)
+	defer c.Close()
+
+	ctx := context.Background()
+	v, release, err := c.Acquire(ctx, "acme")
+	if err != nil {
+		panic(err)
+	}
+	c.Invalidate("acme") // the entry leaves now; v stays open
+	fmt.Println("using", v.tenant)
+	release() // the last lease: v is closed here
+	// Output:
+	// dialed acme
+	// using acme
+	// closed acme
+}
+
+// With MaxEntries, adding an entry beyond the bound evicts the least
+// recently used one; the Closer hook closes it and OnEvict says why.
+func ExampleOptions_eviction() {
+	c, _ := rescache.New(dial, &rescache.Options[string, *conn]{
+		MaxEntries:  2,
+		IdleTimeout: 10 * time.Minute,
+		Close: func(tenant string, v *conn) error {
+			fmt.Println("closing pool of", tenant)
+			return nil
+		},
+		OnEvict: func(tenant string, _ *conn, reason rescache.EvictReason) {
+			fmt.Println("evicted", tenant, "for", reason)
+		},
+	})
+	defer c.Close()
+
+	ctx := context.Background()
+	c.Get(ctx, "acme")
+	c.Get(ctx, "globex")
+	c.Get(ctx, "initech") // a third tenant: acme, the least recently used, goes
+	fmt.Println("cached:", c.Len())
+	// Output:
+	// dialed acme
+	// dialed globex
+	// dialed initech
+	// evicted acme for capacity
+	// closing pool of acme
+	// cached: 2
+	// evicted globex for closed
+	// closing pool of globex
+	// evicted initech for closed
+	// closing pool of initech
+}
+
+// A build error reaches every caller waiting for that build and is not
+// cached: the next call builds again (unless Options.ErrorTTL is set).
+func ExampleNew_errors() {
+	c, _ := rescache.New(dial, nil)
+	defer c.Close()
+	_, err := c.Get(context.Background(), "")
+	fmt.Println(err)
+
+	_, err = rescache.New[string, *conn](nil, nil)
+	fmt.Println(err)
+	// Output:
+	// no tenant
+	// rescache: New: build function is nil
+}
