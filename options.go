@@ -27,10 +27,10 @@ type Options[K comparable, V any] struct {
 	// default: 0, unbounded.
 	MaxEntries int
 
-	// IdleTimeout evicts an entry that has not been used (Get or Acquire)
-	// for this long (reason [EvictIdle]). An entry held by a lease still
-	// counts as idle once its lease was taken this long ago; it is removed
-	// but its value is closed only when the lease is released.
+	// IdleTimeout evicts an entry that has not been used (Get, Acquire or
+	// the release of a lease) for this long (reason [EvictIdle]). An entry
+	// held by a lease is not idle: its idle time starts at its last
+	// release.
 	//
 	// default: 0, never.
 	IdleTimeout time.Duration
