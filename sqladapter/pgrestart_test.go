@@ -289,6 +289,16 @@ func TestPostgresRestart(t *testing.T) {
 	if len(errs) > 0 || ok == 0 {
 		t.Errorf("after the restart: %d calls succeeded, %d failed (first: %v); want all to succeed", ok, len(errs), first(errs))
 	}
+	for _, tenant := range tenants {
+		db, err := c.Get(ctx, tenant)
+		var got string
+		if err == nil {
+			err = db.QueryRowContext(ctx, "SELECT current_database()").Scan(&got)
+		}
+		if err != nil || got != tenant {
+			t.Errorf("tenant %s after the restart: %q, %v", tenant, got, err)
+		}
+	}
 	after := c.Stats()
 	t.Logf("after the restart: %d calls; builds %d -> %d, health checks %d (%d failed)", ok, before.Builds, after.Builds, after.HealthChecks, after.HealthCheckErrors)
 
