@@ -16,9 +16,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
-	_ "modernc.org/sqlite"             // registers "sqlite"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "modernc.org/sqlite" // registers "sqlite"
 
 	"github.com/rescache/rescache"
+	"github.com/rescache/rescache/promcollector"
 	"github.com/rescache/rescache/sqladapter"
 )
 
@@ -176,9 +179,19 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.tenants = tenants
 
+	// Prometheus metrics of the cache and of every open tenant pool, on a
+	// registry of the server's own (so two servers in one process do not
+	// collide).
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		promcollector.New("tenants", tenants),
+		promcollector.NewSQLPools("tenants", tenants, nil),
+	)
+
 	s.mux.HandleFunc("GET /t/{tenant}/notes", s.listNotes)
 	s.mux.HandleFunc("POST /t/{tenant}/notes", s.addNote)
 	s.mux.HandleFunc("GET /stats", s.stats)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s, nil
 }
 

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 )
 
@@ -141,6 +144,21 @@ func testEndToEnd(t *testing.T, args ...string) {
 	}
 	t.Logf("/stats: %+v", st)
 
+	// /metrics says the same as /stats, in the Prometheus text format.
+	metrics := scrape(t, client, base+"/metrics")
+	if got := metricValue(t, metrics, "rescache_builds_total", nil); got != float64(st.Builds) {
+		t.Errorf("/metrics rescache_builds_total = %v; /stats says %d", got, st.Builds)
+	}
+	if got := metricValue(t, metrics, "rescache_entries", nil); got != float64(st.Entries) {
+		t.Errorf("/metrics rescache_entries = %v; /stats says %d", got, st.Entries)
+	}
+	if got := metricValue(t, metrics, "rescache_evictions_total", map[string]string{"reason": "capacity"}); got == 0 {
+		t.Errorf("/metrics rescache_evictions_total{reason=capacity} = 0; want the capacity evictions")
+	}
+	if fam := metrics["rescache_sql_open_connections"]; fam == nil || len(fam.GetMetric()) != st.Entries {
+		t.Errorf("/metrics: rescache_sql_open_connections has %d tenant series; want %d", len(fam.GetMetric()), st.Entries)
+	}
+
 	// Graceful shutdown, as on SIGTERM.
 	stop()
 	select {
@@ -173,6 +191,55 @@ func getJSON(t *testing.T, client *http.Client, url string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+}
+
+// scrape fetches a Prometheus text exposition and parses it.
+func scrape(t *testing.T, client *http.Client, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: parse: %v", url, err)
+	}
+	return fams
+}
+
+// metricValue returns the value of the series of name whose labels include
+// want (besides cache="tenants").
+func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	t.Helper()
+	fam := fams[name]
+	if fam == nil {
+		t.Fatalf("/metrics has no %s", name)
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["cache"] != "tenants" {
+			continue
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("/metrics has no %s series with %v", name, want)
+	return 0
 }
 
 // dropPostgresDatabases drops the databases whose name starts with prefix.
