@@ -122,7 +122,7 @@ func writeTable(w io.Writer, load contender.SeedLoad, runs int, rows []row) {
 			conn += fmt.Sprintf(" (%d wrong answers)", r.errors)
 		}
 		cells = append(cells, []string{
-			r.c.Title, fmtDuration(r.wall), fmt.Sprintf("%.2fx", ratio(r.wall, bound)), conn, raceStatus(r.c),
+			r.c.Title, fmtDuration(r.wall), fmtRatio(ratio(r.wall, bound)), conn, raceStatus(r.c),
 		})
 	}
 	cells = append(cells, []string{contender.Naive.Title + " ¹", "not run", "-", "-", raceStatus(contender.Naive)})
@@ -182,6 +182,15 @@ func connectList(load contender.SeedLoad) string {
 // ratio returns d divided by bound.
 func ratio(d, bound time.Duration) float64 {
 	return float64(d) / float64(bound)
+}
+
+// fmtRatio formats a ratio to the bound: three decimals below 10, so that
+// "within 2%" can be read off, one above.
+func fmtRatio(r float64) string {
+	if r < 10 {
+		return fmt.Sprintf("%.3fx", r)
+	}
+	return fmt.Sprintf("%.1fx", r)
 }
 
 // fmtDuration formats d in ms below ten seconds and in s above.

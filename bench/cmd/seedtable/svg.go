@@ -88,7 +88,7 @@ func drawSVG(load contender.SeedLoad, runs int, rows []row) []byte {
 					end+dx, y+barHeight+2, end+dx+6, y-2, colorClipBG)
 			}
 		}
-		label := fmt.Sprintf("%s · %.2fx · %d connects", fmtDuration(r.wall), ratio(r.wall, bound), r.connects)
+		label := fmt.Sprintf("%s · %s · %d connects", fmtDuration(r.wall), fmtRatio(ratio(r.wall, bound)), r.connects)
 		if r.wall > axisMax {
 			label += " (bar cut)"
 		}
