@@ -608,9 +608,17 @@ func (c *Cache[K, V]) afterRemove(e *entry[K, V], reason EvictReason, closeNow b
 	}
 }
 
+// afterRemoveAll is afterRemove for several entries: every OnEvict first,
+// then the closes, so that a slow Closer does not delay the other entries'
+// OnEvict.
 func (c *Cache[K, V]) afterRemoveAll(rs []removal[K, V]) {
 	for _, r := range rs {
-		c.afterRemove(r.e, r.reason, r.closeNow)
+		c.afterRemove(r.e, r.reason, false)
+	}
+	for _, r := range rs {
+		if r.closeNow {
+			c.closeLate(r.e.key, r.e.val)
+		}
 	}
 }
 
@@ -688,8 +696,13 @@ func (c *Cache[K, V]) Close() error {
 
 	var errs []error
 	for _, r := range removed {
-		if err := c.notifyRemoved(r.e, r.reason, r.closeNow); err != nil {
-			errs = append(errs, err)
+		c.notifyRemoved(r.e, r.reason, false)
+	}
+	for _, r := range removed {
+		if r.closeNow {
+			if err := c.closeValue(r.e.key, r.e.val); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	err := errors.Join(errs...)

@@ -95,8 +95,8 @@ func ExampleOptions_eviction() {
 	// closing pool of acme
 	// cached: 2
 	// evicted globex for closed
-	// closing pool of globex
 	// evicted initech for closed
+	// closing pool of globex
 	// closing pool of initech
 }
 
