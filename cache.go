@@ -517,8 +517,11 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		e.err = err
 		e.errUntil = now + c.errorTTL
 		w := e.word.Or(failedBit)
-		if c.errs != nil && w&removedBit == 0 && !errors.Is(err, ErrClosed) {
-			c.errs.Add(e.key, e) // stays in the map, answered until errUntil
+		var pe *PanicError
+		if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && !errors.As(err, &pe) {
+			// Remembered: stays in the map, answered until errUntil.
+			// A panic is not remembered: it is a bug, not an answer.
+			c.errs.Add(e.key, e)
 		} else {
 			c.deleteIfSame(e)
 		}

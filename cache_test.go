@@ -414,6 +414,25 @@ func TestErrorTTL(t *testing.T) {
 	})
 }
 
+func TestErrorTTLDoesNotRememberPanics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var builds atomic.Int32
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			if builds.Add(1) == 1 {
+				panic("bug")
+			}
+			return "ok", nil
+		}, &Options[string, string]{ErrorTTL: time.Minute})
+		var pe *PanicError
+		if _, err := c.Get(context.Background(), "k"); !errors.As(err, &pe) {
+			t.Fatalf("Get = %v; want a *PanicError", err)
+		}
+		if v := mustGet(t, c, "k"); v != "ok" {
+			t.Fatalf("Get after a panic = %q; want a new build (a panic is not remembered)", v)
+		}
+	})
+}
+
 func TestErrorTTLMemoryIsBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
@@ -723,6 +742,7 @@ func TestMaxLifetime(t *testing.T) {
 		if mustGet(t, c, "k") == v {
 			t.Fatal("served after MaxLifetime")
 		}
+		synctest.Wait() // the janitor's sweep may be the one closing it
 		if !v.closed() {
 			t.Fatal("expired value not closed")
 		}

@@ -304,8 +304,7 @@ func (r *fuzzRun) call(key int, outcome byte, lease bool) {
 			if !errors.As(err, &pe) || pe.Value != fuzzPanic || pe.Key != key {
 				t.Fatalf("Get or Acquire(%d) = %v; want a *PanicError", key, err)
 			}
-			r.remember(key, err)
-			return
+			return // a panic is never remembered, even with ErrorTTL
 		}
 	}
 	if wantErr != nil {

@@ -58,7 +58,8 @@ type Options[K comparable, V any] struct {
 	MaxConcurrentBuilds int
 
 	// ErrorTTL makes the cache answer calls for a key whose build failed
-	// with that same error, from memory, for this long. Use it to protect a
+	// with that same error, from memory, for this long (a panic is never
+	// remembered). Use it to protect a
 	// server that is down, or to stop unknown keys from building again and
 	// again. At most MaxErrorEntries errors are remembered.
 	//

@@ -66,8 +66,11 @@ type Stats struct {
 	ErrorHits uint64
 	// Builds counts calls of the build function.
 	Builds uint64
-	// BuildErrors counts builds that failed: returned an error, panicked or
-	// ran out of time. Builds - BuildErrors builds succeeded.
+	// BuildErrors counts builds that returned an error (including their
+	// context's error after BuildTimeout or Close) or panicked. Once every
+	// build has returned, Builds - BuildErrors builds succeeded; a build
+	// that returns a value after its BuildTimeout counts as a success, and
+	// its value is closed at once.
 	BuildErrors uint64
 	// BuildPanics counts the builds among BuildErrors that panicked.
 	BuildPanics uint64
