@@ -319,8 +319,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			if !ok {
 				c.ctr.pending.Add(1)
 				c.ctr.misses.Add(1)
+				cl := ne.pending.Load()
 				c.startBuild(ctx, ne)
-				return c.wait(ctx, ne, lease)
+				return c.wait(ctx, ne, cl, lease)
 			}
 		}
 		w := e.word.Load()
@@ -330,9 +331,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			c.deleteIfSame(e)
 			continue
 		case w&failedBit != 0:
-			if c.errorTTL > 0 && c.advance() < e.errUntil {
+			if c.errorTTL > 0 && c.advance() < e.stamp {
 				c.ctr.errorHits.Add(1)
-				return nil, e.err
+				return nil, e.pending.Load().err
 			}
 			c.forget(e)
 			continue
@@ -348,23 +349,27 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			c.hot.add(1, 0)
 			return e, nil
 		default: // pending
+			cl := e.pending.Load()
+			if cl == nil {
+				continue // finished meanwhile
+			}
 			if lease && !e.tryLease() {
 				continue // removed or failed meanwhile
 			}
 			c.ctr.misses.Add(1)
-			return c.wait(ctx, e, lease)
+			return c.wait(ctx, e, cl, lease)
 		}
 	}
 }
 
 // wait waits for e's build. With lease, the caller holds a reservation on e
 // that becomes its lease on success and is dropped otherwise.
-func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], lease bool) (*entry[K, V], error) {
+func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], cl *call, lease bool) (*entry[K, V], error) {
 	select {
-	case <-e.done:
+	case <-cl.done:
 	default:
 		select {
-		case <-e.done:
+		case <-cl.done:
 		case <-ctx.Done():
 			if lease && e.unlease() {
 				c.closeLate(e.key, e.val)
@@ -372,11 +377,11 @@ func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], lease bool) (*en
 			return nil, ctx.Err()
 		}
 	}
-	if e.err != nil {
+	if cl.err != nil {
 		if lease {
 			e.unlease() // a failed entry has no value to close
 		}
-		return nil, e.err
+		return nil, cl.err
 	}
 	return e, nil
 }
@@ -497,7 +502,8 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		c.inflight.Add(1) // the value is live until closeValue
 		c.ctr.liveValues.Add(1)
 	}
-	if !e.finished.CompareAndSwap(false, true) {
+	cl := e.pending.Load()
+	if cl == nil || !cl.finished.CompareAndSwap(false, true) {
 		if ok {
 			// Too late: the waiters were answered already.
 			c.closeLate(e.key, v)
@@ -514,24 +520,24 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		ok, err = false, ErrClosed
 	}
 	if !ok {
-		e.err = err
-		e.errUntil = now + c.errorTTL
+		cl.err = err
+		e.stamp = now + c.errorTTL
 		w := e.word.Or(failedBit)
 		var pe *PanicError
 		if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && !errors.As(err, &pe) {
-			// Remembered: stays in the map, answered until errUntil.
+			// Remembered: stays in the map, answered until e.stamp.
 			// A panic is not remembered: it is a bug, not an answer.
 			c.errs.Add(e.key, e)
 		} else {
 			c.deleteIfSame(e)
 		}
 		c.mu.Unlock()
-		close(e.done)
+		close(cl.done)
 		return
 	}
 
 	e.val = v
-	e.builtAt = now
+	e.stamp = now
 	e.used.Store(now)
 	var victims []removal[K, V]
 	if e.word.Load()&removedBit == 0 {
@@ -540,7 +546,8 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	}
 	closeNow := e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	c.mu.Unlock()
-	close(e.done)
+	close(cl.done)
+	e.pending.Store(nil)
 	if closeNow {
 		c.closeLate(e.key, v)
 	}

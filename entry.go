@@ -35,36 +35,49 @@ const (
 type entry[K comparable, V any] struct {
 	key K
 
-	// done is closed when the build finishes. val and err are written once,
-	// before done is closed (and before valuedBit is set), and read only
-	// after.
-	done chan struct{}
-	val  V
-	err  error
+	// val is written once, before valuedBit is set (and before the
+	// pending call's done is closed), and read only after.
+	val V
 
 	word atomic.Uint64 // see the constants above
-
-	// finished is set by whoever finishes the build first: the build
-	// itself, or its context ending (BuildTimeout, Close).
-	finished atomic.Bool
 
 	// used is the clock stamp of the last Get, Acquire or release, written
 	// without a lock on the hit path (see Cache.now).
 	used atomic.Int64
 
-	// Set before done is closed; read-only afterwards.
-	builtAt  int64 // clock stamp of the end of the build
-	errUntil int64 // for a failed entry kept by ErrorTTL: remembered until this stamp
+	// pending holds what only a pending or failed entry needs; it is
+	// cleared when the build succeeds, so a found entry does not keep the
+	// done channel.
+	pending atomic.Pointer[call]
+
+	// stamp is, for a found entry, the clock stamp of the end of its build;
+	// for a failed entry kept by ErrorTTL, the stamp until which its error
+	// is remembered. Written before done is closed; read-only afterwards.
+	stamp int64
 
 	// Guarded by Cache.mu.
-	heapIdx  int           // index in Cache.order; -1 when not there
+	heapIdx  int32         // index in Cache.order; -1 when not there
+	checking bool          // a health check of the entry is running
 	nodeUsed int64         // the used stamp by which the entry sits in Cache.order
 	ageElem  *list.Element // element in Cache.byAge, nil when not there
-	checking bool          // a health check of the entry is running
+}
+
+// call is the state of a build in flight, shared by its waiters: they wait
+// for done, then read err, or the entry's val when err is nil. Like
+// singleflight's call, the outcome is written once before done is closed
+// and read only after. A failed entry keeps its call, for err.
+type call struct {
+	done chan struct{}
+	err  error
+	// finished is set by whoever finishes the build first: the build
+	// itself, or its context ending (BuildTimeout, Close).
+	finished atomic.Bool
 }
 
 func newEntry[K comparable, V any](key K) *entry[K, V] {
-	return &entry[K, V]{key: key, done: make(chan struct{}), heapIdx: -1}
+	e := &entry[K, V]{key: key, heapIdx: -1}
+	e.pending.Store(&call{done: make(chan struct{})})
+	return e
 }
 
 // found reports whether w is the word of a found entry.

@@ -34,12 +34,12 @@ func (h recency[K, V]) Len() int           { return len(h) }
 func (h recency[K, V]) Less(i, j int) bool { return h[i].nodeUsed < h[j].nodeUsed }
 func (h recency[K, V]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].heapIdx = int32(i)
+	h[j].heapIdx = int32(j)
 }
 func (h *recency[K, V]) Push(x any) {
 	e := x.(*entry[K, V])
-	e.heapIdx = len(*h)
+	e.heapIdx = int32(len(*h))
 	*h = append(*h, e)
 }
 func (h *recency[K, V]) Pop() any {
@@ -72,7 +72,7 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 // removeLocked takes the found entry e out of the cache and reports whether
 // its value must be closed now (no lease holds it).
 func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) (closeNow bool) {
-	heap.Remove(&c.order, e.heapIdx)
+	heap.Remove(&c.order, int(e.heapIdx))
 	if e.ageElem != nil {
 		c.byAge.Remove(e.ageElem)
 		e.ageElem = nil
@@ -197,7 +197,7 @@ const expiryWindow = 4
 func (c *Cache[K, V]) expiry(e *entry[K, V], w uint64, now int64) (EvictReason, bool) {
 	life, idle := int64(math.MaxInt64), int64(math.MaxInt64)
 	if c.lifetime > 0 {
-		life = e.builtAt + c.lifetime
+		life = e.stamp + c.lifetime
 	}
 	if c.idle > 0 && w&leaseMask == 0 {
 		idle = e.used.Load() + c.idle
@@ -262,7 +262,7 @@ func (c *Cache[K, V]) sweep(now int64) {
 	if c.byAge != nil {
 		for c.byAge.Len() > 0 {
 			e := c.byAge.Front().Value.(*entry[K, V])
-			if now-e.builtAt < c.lifetime {
+			if now-e.stamp < c.lifetime {
 				break
 			}
 			out = append(out, removal[K, V]{e, EvictLifetime, c.removeLocked(e, EvictLifetime)})
@@ -290,7 +290,7 @@ func (c *Cache[K, V]) sweep(now int64) {
 	if c.errs != nil {
 		for {
 			_, e, ok := c.errs.GetOldest()
-			if !ok || now < e.errUntil {
+			if !ok || now < e.stamp {
 				break
 			}
 			c.errs.RemoveOldest() // calls deleteIfSame

@@ -2,7 +2,6 @@ package rescache
 
 import (
 	"runtime"
-	"sync/atomic"
 	_ "unsafe" // for go:linkname
 )
 
@@ -11,8 +10,8 @@ import (
 // a contended cache line per call, and xsync.Counter picks its stripe through
 // a sync.Pool, which costs about as much as the map lookup it would count
 // (both measured with the hit benchmark). Here the goroutine pins itself to
-// its P, so that P's cell has a single writer and can be updated with a plain
-// atomic load and store, without a read-modify-write.
+// its P, so that P's cell has a single writer and can be updated without a
+// read-modify-write: see addSingleWriter.
 type pcounter struct {
 	cells []pcell
 	// overflow takes the updates of Ps created after the counter, when
@@ -21,7 +20,7 @@ type pcounter struct {
 }
 
 type pcell struct {
-	hits, leases atomic.Int64
+	hits, leases cell
 	_            [48]byte // one cache line per cell
 }
 
@@ -35,12 +34,8 @@ func (c *pcounter) add(hits, leases int64) {
 	if p < len(c.cells) {
 		// Single writer: no goroutine runs on this P until procUnpin.
 		cell := &c.cells[p]
-		if hits != 0 {
-			cell.hits.Store(cell.hits.Load() + hits)
-		}
-		if leases != 0 {
-			cell.leases.Store(cell.leases.Load() + leases)
-		}
+		addSingleWriter(&cell.hits, hits)
+		addSingleWriter(&cell.leases, leases)
 		procUnpin()
 		return
 	}
