@@ -101,44 +101,47 @@ func mustGet[V any](t *testing.T, c *Cache[string, V], key string) V {
 // Semantics 1: one build per key, all callers share its result; builds of
 // different keys run concurrently; no lock is held while build runs.
 func TestOneBuildPerKeySharedResult(t *testing.T) {
-	var b builder
-	release := make(chan struct{})
-	c := newTestCache(t, func(ctx context.Context, key string) (*resource, error) {
-		<-release
-		return b.build(ctx, key)
-	}, nil)
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		release := make(chan struct{})
+		c := newTestCache(t, func(ctx context.Context, key string) (*resource, error) {
+			<-release
+			return b.build(ctx, key)
+		}, nil)
 
-	const callers = 100
-	var wg sync.WaitGroup
-	got := make([]*resource, callers)
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i] = mustGet(t, c, "a")
-		}()
-	}
-	for c.Stats().Misses < callers {
-		time.Sleep(time.Millisecond) // wait for every caller to join; not a timing assertion
-	}
-	close(release)
-	wg.Wait()
-	if n := b.count("a"); n != 1 {
-		t.Fatalf("builds of a = %d; want 1", n)
-	}
-	for i, r := range got {
-		if r != got[0] {
-			t.Fatalf("caller %d got %p; want the shared value %p", i, r, got[0])
+		const callers = 100
+		var wg sync.WaitGroup
+		got := make([]*resource, callers)
+		for i := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i] = mustGet(t, c, "a")
+			}()
 		}
-	}
-	s := c.Stats()
-	if s.Builds != 1 || s.Misses != callers || s.Pending != 0 || s.Entries != 1 {
-		t.Errorf("Stats = %+v; want 1 build, %d misses, 0 pending, 1 entry", s, callers)
-	}
-	mustGet(t, c, "a")
-	if s := c.Stats(); s.Hits != 1 {
-		t.Errorf("Hits = %d; want 1", s.Hits)
-	}
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Misses < callers {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
+		}
+		close(release)
+		wg.Wait()
+		if n := b.count("a"); n != 1 {
+			t.Fatalf("builds of a = %d; want 1", n)
+		}
+		for i, r := range got {
+			if r != got[0] {
+				t.Fatalf("caller %d got %p; want the shared value %p", i, r, got[0])
+			}
+		}
+		s := c.Stats()
+		if s.Builds != 1 || s.Misses != callers || s.Pending != 0 || s.Entries != 1 {
+			t.Errorf("Stats = %+v; want 1 build, %d misses, 0 pending, 1 entry", s, callers)
+		}
+		mustGet(t, c, "a")
+		if s := c.Stats(); s.Hits != 1 {
+			t.Errorf("Hits = %d; want 1", s.Hits)
+		}
+	})
 }
 
 func TestBuildsOfDifferentKeysRunConcurrently(t *testing.T) {
@@ -207,45 +210,49 @@ func TestBuildMayUseCacheWithoutDeadlock(t *testing.T) {
 
 // Semantics 2: the build's context.
 func TestBuildContextKeepsValuesNotCancellation(t *testing.T) {
-	type ctxKey struct{}
-	buildErr := make(chan error, 1)
-	proceed := make(chan struct{})
-	c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
-		if ctx.Value(ctxKey{}) != "tenant-id" {
-			buildErr <- errors.New("value of the caller's context did not carry over")
-		}
-		<-proceed
-		buildErr <- ctx.Err()
-		return "v", nil
-	}, nil)
+	synctest.Test(t, func(t *testing.T) {
+		type ctxKey struct{}
+		buildErr := make(chan error, 1)
+		proceed := make(chan struct{})
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			if ctx.Value(ctxKey{}) != "tenant-id" {
+				buildErr <- errors.New("value of the caller's context did not carry over")
+			}
+			<-proceed
+			buildErr <- ctx.Err()
+			return "v", nil
+		}, nil)
 
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "tenant-id"))
-	errc := make(chan error)
-	go func() {
-		_, err := c.Get(ctx, "k")
-		errc <- err
-	}()
-	for c.Stats().Pending == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Get with cancelled ctx = %v; want context.Canceled at once", err)
-	}
-	close(proceed)
-	if err := <-buildErr; err != nil {
-		t.Fatalf("build's ctx: %v; want it alive after the caller left", err)
-	}
-	// The build went on and its value is cached.
-	for c.Stats().Pending != 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if v, ok := c.Peek("k"); !ok || v != "v" {
-		t.Fatalf("Peek after abandoned build = %q, %v; want v, true", v, ok)
-	}
-	if n := c.Stats().Builds; n != 1 {
-		t.Errorf("Builds = %d; want 1", n)
-	}
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "tenant-id"))
+		errc := make(chan error)
+		go func() {
+			_, err := c.Get(ctx, "k")
+			errc <- err
+		}()
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Pending == 0 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Get with cancelled ctx = %v; want context.Canceled at once", err)
+		}
+		close(proceed)
+		if err := <-buildErr; err != nil {
+			t.Fatalf("build's ctx: %v; want it alive after the caller left", err)
+		}
+		// The build went on and its value is cached.
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Pending != 0 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
+		}
+		if v, ok := c.Peek("k"); !ok || v != "v" {
+			t.Fatalf("Peek after abandoned build = %q, %v; want v, true", v, ok)
+		}
+		if n := c.Stats().Builds; n != 1 {
+			t.Errorf("Builds = %d; want 1", n)
+		}
+	})
 }
 
 func TestBuildTimeout(t *testing.T) {
@@ -346,37 +353,40 @@ func TestCallerAfterCancelledBuildStartsNewOne(t *testing.T) {
 
 // Semantics 3: errors and panics.
 func TestBuildErrorReachesAllWaitersAndIsNotCached(t *testing.T) {
-	var builds atomic.Int32
-	release := make(chan struct{})
-	boom := errors.New("boom")
-	c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
-		if builds.Add(1) == 1 {
-			<-release
-			return "", boom
-		}
-		return "ok", nil
-	}, nil)
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.Get(context.Background(), "k"); !errors.Is(err, boom) {
-				t.Errorf("waiter got %v; want boom", err)
+	synctest.Test(t, func(t *testing.T) {
+		var builds atomic.Int32
+		release := make(chan struct{})
+		boom := errors.New("boom")
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			if builds.Add(1) == 1 {
+				<-release
+				return "", boom
 			}
-		}()
-	}
-	for c.Stats().Misses < 10 {
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	if v := mustGet(t, c, "k"); v != "ok" {
-		t.Fatalf("Get after error = %q; want a new build", v)
-	}
-	if s := c.Stats(); s.Builds != 2 || s.BuildErrors != 1 {
-		t.Errorf("Stats = %+v; want 2 builds, 1 error", s)
-	}
+			return "ok", nil
+		}, nil)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.Get(context.Background(), "k"); !errors.Is(err, boom) {
+					t.Errorf("waiter got %v; want boom", err)
+				}
+			}()
+		}
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Misses < 10 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
+		}
+		close(release)
+		wg.Wait()
+		if v := mustGet(t, c, "k"); v != "ok" {
+			t.Fatalf("Get after error = %q; want a new build", v)
+		}
+		if s := c.Stats(); s.Builds != 2 || s.BuildErrors != 1 {
+			t.Errorf("Stats = %+v; want 2 builds, 1 error", s)
+		}
+	})
 }
 
 func TestErrorTTL(t *testing.T) {
@@ -448,42 +458,45 @@ func TestErrorTTLMemoryIsBounded(t *testing.T) {
 }
 
 func TestPanicBecomesPanicErrorForAllWaiters(t *testing.T) {
-	release := make(chan struct{})
-	var builds atomic.Int32
-	c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
-		if builds.Add(1) == 1 {
-			<-release
-			panic("kaboom")
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var builds atomic.Int32
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			if builds.Add(1) == 1 {
+				<-release
+				panic("kaboom")
+			}
+			return "recovered", nil
+		}, nil)
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := c.Get(context.Background(), "k")
+				var pe *PanicError
+				if !errors.As(err, &pe) {
+					t.Errorf("Get = %v; want a *PanicError", err)
+					return
+				}
+				if pe.Value != "kaboom" || len(pe.Stack) == 0 || pe.Key != "k" {
+					t.Errorf("PanicError = {Key:%v Value:%v, %d bytes of stack}", pe.Key, pe.Value, len(pe.Stack))
+				}
+			}()
 		}
-		return "recovered", nil
-	}, nil)
-	var wg sync.WaitGroup
-	for range 5 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := c.Get(context.Background(), "k")
-			var pe *PanicError
-			if !errors.As(err, &pe) {
-				t.Errorf("Get = %v; want a *PanicError", err)
-				return
-			}
-			if pe.Value != "kaboom" || len(pe.Stack) == 0 || pe.Key != "k" {
-				t.Errorf("PanicError = {Key:%v Value:%v, %d bytes of stack}", pe.Key, pe.Value, len(pe.Stack))
-			}
-		}()
-	}
-	for c.Stats().Misses < 5 {
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	if s := c.Stats(); s.Pending != 0 || s.Entries != 0 || s.BuildPanics != 1 {
-		t.Fatalf("after panic: Stats = %+v; want nothing pending or cached, 1 panic", s)
-	}
-	if v := mustGet(t, c, "k"); v != "recovered" {
-		t.Fatalf("Get after panic = %q", v)
-	}
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Misses < 5 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
+		}
+		close(release)
+		wg.Wait()
+		if s := c.Stats(); s.Pending != 0 || s.Entries != 0 || s.BuildPanics != 1 {
+			t.Fatalf("after panic: Stats = %+v; want nothing pending or cached, 1 panic", s)
+		}
+		if v := mustGet(t, c, "k"); v != "recovered" {
+			t.Fatalf("Get after panic = %q", v)
+		}
+	})
 }
 
 // Semantics 4: leases.
@@ -572,66 +585,69 @@ func TestManyLeasesCloseAtLastRelease(t *testing.T) {
 }
 
 func TestInvalidatePendingKey(t *testing.T) {
-	release := make(chan struct{})
-	var b builder
-	var builds atomic.Int32
-	c := newTestCache(t, func(ctx context.Context, key string) (*resource, error) {
-		if builds.Add(1) == 1 {
-			<-release
-		}
-		return b.build(ctx, key)
-	}, nil)
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var b builder
+		var builds atomic.Int32
+		c := newTestCache(t, func(ctx context.Context, key string) (*resource, error) {
+			if builds.Add(1) == 1 {
+				<-release
+			}
+			return b.build(ctx, key)
+		}, nil)
 
-	type result struct {
-		v       *resource
-		release func()
-	}
-	waiters := make(chan result, 2)
-	go func() {
-		v, err := c.Get(context.Background(), "k")
-		if err != nil {
-			t.Error(err)
+		type result struct {
+			v       *resource
+			release func()
 		}
-		waiters <- result{v, nil}
-	}()
-	go func() {
-		v, rel, err := c.Acquire(context.Background(), "k")
-		if err != nil {
-			t.Error(err)
+		waiters := make(chan result, 2)
+		go func() {
+			v, err := c.Get(context.Background(), "k")
+			if err != nil {
+				t.Error(err)
+			}
+			waiters <- result{v, nil}
+		}()
+		go func() {
+			v, rel, err := c.Acquire(context.Background(), "k")
+			if err != nil {
+				t.Error(err)
+			}
+			waiters <- result{v, rel}
+		}()
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Misses < 2 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
 		}
-		waiters <- result{v, rel}
-	}()
-	for c.Stats().Misses < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	if !c.Invalidate("k") {
-		t.Fatal("Invalidate of a pending key = false")
-	}
-	// A new caller starts a fresh build.
-	fresh := mustGet(t, c, "k")
-	if fresh.gen != 1 {
-		t.Fatalf("new caller got build %d; want the fresh build (1st to finish)", fresh.gen)
-	}
-	close(release)
-	r1, r2 := <-waiters, <-waiters
-	if r1.v != r2.v || r1.v == fresh {
-		t.Fatal("waiters of the invalidated build did not get that build's value")
-	}
-	old := r1.v
-	if v, _ := c.Peek("k"); v != fresh {
-		t.Fatal("the invalidated build's value was cached")
-	}
-	if old.closed() {
-		t.Fatal("old value closed while an Acquire waiter leases it")
-	}
-	if r1.release != nil {
-		r1.release()
-	} else {
-		r2.release()
-	}
-	if n := old.closes.Load(); n != 1 {
-		t.Fatalf("old value closed %d times; want 1 after release", n)
-	}
+		if !c.Invalidate("k") {
+			t.Fatal("Invalidate of a pending key = false")
+		}
+		// A new caller starts a fresh build.
+		fresh := mustGet(t, c, "k")
+		if fresh.gen != 1 {
+			t.Fatalf("new caller got build %d; want the fresh build (1st to finish)", fresh.gen)
+		}
+		close(release)
+		r1, r2 := <-waiters, <-waiters
+		if r1.v != r2.v || r1.v == fresh {
+			t.Fatal("waiters of the invalidated build did not get that build's value")
+		}
+		old := r1.v
+		if v, _ := c.Peek("k"); v != fresh {
+			t.Fatal("the invalidated build's value was cached")
+		}
+		if old.closed() {
+			t.Fatal("old value closed while an Acquire waiter leases it")
+		}
+		if r1.release != nil {
+			r1.release()
+		} else {
+			r2.release()
+		}
+		if n := old.closes.Load(); n != 1 {
+			t.Fatalf("old value closed %d times; want 1 after release", n)
+		}
+	})
 }
 
 // Semantics 5: eviction.
@@ -880,113 +896,123 @@ func TestCloseErrorsAndPanicsAreContained(t *testing.T) {
 
 // Semantics 7: Close and Shutdown.
 func TestClose(t *testing.T) {
-	var b builder
-	c, _ := New(b.build, &Options[string, *resource]{IdleTimeout: time.Hour})
-	idle := mustGet(t, c, "idle")
-	leased, release, _ := c.Acquire(context.Background(), "leased")
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if !idle.closed() {
-		t.Error("idle value not closed by Close")
-	}
-	if leased.closed() {
-		t.Error("leased value closed by Close")
-	}
-	if _, err := c.Get(context.Background(), "idle"); !errors.Is(err, ErrClosed) {
-		t.Errorf("Get after Close = %v; want ErrClosed", err)
-	}
-	if _, _, err := c.Acquire(context.Background(), "x"); !errors.Is(err, ErrClosed) {
-		t.Errorf("Acquire after Close = %v; want ErrClosed", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if err := c.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown with a lease out = %v; want it to wait until ctx ends", err)
-	}
-	release()
-	if err := c.Shutdown(context.Background()); err != nil {
-		t.Errorf("Shutdown = %v", err)
-	}
-	b.checkAllClosedOnce(t)
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c, _ := New(b.build, &Options[string, *resource]{IdleTimeout: time.Hour})
+		idle := mustGet(t, c, "idle")
+		leased, release, _ := c.Acquire(context.Background(), "leased")
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !idle.closed() {
+			t.Error("idle value not closed by Close")
+		}
+		if leased.closed() {
+			t.Error("leased value closed by Close")
+		}
+		if _, err := c.Get(context.Background(), "idle"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Get after Close = %v; want ErrClosed", err)
+		}
+		if _, _, err := c.Acquire(context.Background(), "x"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Acquire after Close = %v; want ErrClosed", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		if err := c.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown with a lease out = %v; want it to wait until ctx ends", err)
+		}
+		release()
+		if err := c.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+		b.checkAllClosedOnce(t)
+	})
 }
 
 func TestShutdownWaitsForBuildsAndJanitor(t *testing.T) {
-	// goleak in TestMain fails the run if the janitor or a build goroutine
-	// outlives Shutdown.
-	started := make(chan struct{})
-	finish := make(chan struct{})
-	c, _ := New(func(ctx context.Context, key string) (string, error) {
-		close(started)
-		<-finish // ignores ctx for a while
-		return "v", nil
-	}, &Options[string, string]{IdleTimeout: time.Minute, MaxEntries: 5, HealthCheck: func(context.Context, string, string) error { return nil }})
-	ctx, cancel := context.WithCancel(context.Background())
-	go c.Get(ctx, "k")
-	<-started
-	cancel()
-	done := make(chan error)
-	go func() { done <- c.Shutdown(context.Background()) }()
-	select {
-	case <-done:
-		t.Fatal("Shutdown returned while a build was running")
-	case <-time.After(20 * time.Millisecond):
-	}
-	close(finish)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		// goleak in TestMain fails the run if the janitor or a build goroutine
+		// outlives Shutdown.
+		started := make(chan struct{})
+		finish := make(chan struct{})
+		c, _ := New(func(ctx context.Context, key string) (string, error) {
+			close(started)
+			<-finish // ignores ctx for a while
+			return "v", nil
+		}, &Options[string, string]{IdleTimeout: time.Minute, MaxEntries: 5, HealthCheck: func(context.Context, string, string) error { return nil }})
+		ctx, cancel := context.WithCancel(context.Background())
+		go c.Get(ctx, "k")
+		<-started
+		cancel()
+		done := make(chan error)
+		go func() { done <- c.Shutdown(context.Background()) }()
+		synctest.Wait() // Shutdown is blocked, if it waits as it should
+		select {
+		case <-done:
+			t.Fatal("Shutdown returned while a build was running")
+		default:
+		}
+		close(finish)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // Semantics 8: MaxConcurrentBuilds.
 func TestMaxConcurrentBuilds(t *testing.T) {
-	var inflight, peak atomic.Int32
-	c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
-		n := inflight.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
+	synctest.Test(t, func(t *testing.T) {
+		var inflight, peak atomic.Int32
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			n := inflight.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
 			}
+			time.Sleep(time.Millisecond) // keep builds overlapping
+			inflight.Add(-1)
+			return key, nil
+		}, &Options[string, string]{MaxConcurrentBuilds: 3})
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mustGet(t, c, fmt.Sprint(i))
+			}()
 		}
-		time.Sleep(time.Millisecond) // keep builds overlapping
-		inflight.Add(-1)
-		return key, nil
-	}, &Options[string, string]{MaxConcurrentBuilds: 3})
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mustGet(t, c, fmt.Sprint(i))
-		}()
-	}
-	wg.Wait()
-	if p := peak.Load(); p > 3 {
-		t.Fatalf("peak concurrent builds = %d; want at most 3", p)
-	}
+		wg.Wait()
+		if p := peak.Load(); p > 3 {
+			t.Fatalf("peak concurrent builds = %d; want at most 3", p)
+		}
+	})
 }
 
 func TestWaitingForBuildSlotHonoursContext(t *testing.T) {
-	block := make(chan struct{})
-	c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
-		if key == "slow" {
-			<-block
+	synctest.Test(t, func(t *testing.T) {
+		block := make(chan struct{})
+		c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+			if key == "slow" {
+				<-block
+			}
+			return key, nil
+		}, &Options[string, string]{MaxConcurrentBuilds: 1})
+		defer close(block)
+		ctx, cancel := context.WithCancel(context.Background())
+		go c.Get(ctx, "slow")
+		synctest.Wait() // every goroutine of the test is now blocked
+		if c.Stats().Builds == 0 {
+			t.Fatalf("Stats() = %+v once every goroutine blocked", c.Stats())
 		}
-		return key, nil
-	}, &Options[string, string]{MaxConcurrentBuilds: 1})
-	defer close(block)
-	ctx, cancel := context.WithCancel(context.Background())
-	go c.Get(ctx, "slow")
-	for c.Stats().Builds == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel2()
-	if _, err := c.Get(ctx2, "queued"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get waiting for a slot = %v; want DeadlineExceeded", err)
-	}
-	cancel()
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel2()
+		if _, err := c.Get(ctx2, "queued"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Get waiting for a slot = %v; want DeadlineExceeded", err)
+		}
+		cancel()
+	})
 }
 
 // Semantics 9: New validates and copies.
