@@ -68,11 +68,16 @@ type Cache[K comparable, V any] struct {
 	drained   chan struct{}
 	drainOnce sync.Once
 
+	// closeOnce runs close; closeErr is written inside it and read after
+	// Do returns, so every Close, concurrent or later, returns the first
+	// one's result.
+	closeOnce sync.Once
+	closeErr  error
+
 	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageElem and checking
 	order      recency[K, V]                   // found entries, least recently used first (LRU and idle)
 	byAge      *list.List                      // found entries in build order (lifetime), when MaxLifetime > 0
 	errs       *simplelru.LRU[K, *entry[K, V]] // failed entries remembered by ErrorTTL, oldest failure first
-	closeErr   error                           // what Close returned
 	lateErrs   []error                         // Close errors of values closed after Close returned
 	janitorOff chan struct{}                   // closed by Close to stop the janitor; nil when there is none
 }
@@ -338,9 +343,11 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			c.forget(e)
 			continue
 		case w&valuedBit != 0:
-			if reason, stale := c.expiry(e, w, c.clock()); c.tick > 0 && stale {
-				c.evict(e, reason)
-				continue
+			if c.tick > 0 {
+				if reason, stale := c.expiry(e, w, c.clock()); stale {
+					c.evict(e, reason)
+					continue
+				}
 			}
 			if lease && !e.tryLease() {
 				continue
@@ -681,15 +688,17 @@ func (c *Cache[K, V]) forget(e *entry[K, V]) {
 // pending builds are cancelled (their callers receive ErrClosed), idle
 // values are closed now and leased ones at their release, and the janitor
 // stops. Close returns the errors of the closes it made, joined. It is
-// idempotent: later calls return the same error.
+// idempotent: later and concurrent calls wait for the first and return its
+// error.
 func (c *Cache[K, V]) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+// close does the work of Close, once.
+func (c *Cache[K, V]) close() error {
 	c.mu.Lock()
-	if c.closed.Load() {
-		err := c.closeErr
-		c.mu.Unlock()
-		return err
-	}
-	c.closed.Store(true)
+	c.closed.Store(true) // under c.mu: finish checks it there before caching a value
 	c.cancel()
 	if c.janitorOff != nil {
 		close(c.janitorOff)
@@ -715,14 +724,10 @@ func (c *Cache[K, V]) Close() error {
 			}
 		}
 	}
-	err := errors.Join(errs...)
-	c.mu.Lock()
-	c.closeErr = err
-	c.mu.Unlock()
 	if c.inflight.Load() == 0 {
 		c.drainOnce.Do(func() { close(c.drained) })
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // Shutdown closes the cache like Close, then waits until every value built

@@ -1104,3 +1104,30 @@ func TestHealthCheckEvictsUnhealthy(t *testing.T) {
 		}
 	})
 }
+
+func TestConcurrentCloseReturnsTheFirstCloseError(t *testing.T) {
+	// Not in a synctest bubble: a Close waiting for the first is blocked on
+	// a mutex, which a bubble does not count as durably blocked.
+	closing := make(chan struct{})
+	proceed := make(chan struct{})
+	c, _ := New(func(ctx context.Context, key string) (string, error) { return key, nil }, &Options[string, string]{
+		Close: func(string, string) error {
+			close(closing)
+			<-proceed
+			return errClose
+		},
+	})
+	mustGet(t, c, "k")
+	first := make(chan error)
+	go func() { first <- c.Close() }()
+	<-closing // the first Close is closing the value: its result is not known yet
+	second := make(chan error)
+	go func() { second <- c.Close() }()
+	close(proceed)
+	if err := <-first; !errors.Is(err, errClose) {
+		t.Errorf("first Close = %v; want the close error", err)
+	}
+	if err := <-second; !errors.Is(err, errClose) {
+		t.Errorf("concurrent Close = %v; want the first Close's error", err)
+	}
+}
