@@ -790,31 +790,37 @@ func TestExpiredEntryIsNeverReturned(t *testing.T) {
 }
 
 func TestSweepCostDoesNotGrowWithLiveEntries(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var b builder
-		c := newTestCache(t, b.build, &Options[string, *resource]{IdleTimeout: time.Hour, MaxLifetime: 2 * time.Hour})
-		for i := range 10000 {
-			mustGet(t, c, fmt.Sprint(i))
-		}
-		// With nothing expired, a sweep looks at the top of each order
-		// only: it does not visit the 10,000 live entries.
-		var swaps int
-		order := c.order
-		c.mu.Lock()
-		before := append(recency[string, *resource](nil), order...)
-		c.mu.Unlock()
-		c.sweep(c.advance())
-		c.mu.Lock()
-		for i := range before {
-			if c.order[i] != before[i] {
-				swaps++
-			}
-		}
-		c.mu.Unlock()
-		if swaps != 0 {
-			t.Fatalf("a sweep with nothing expired reordered %d entries", swaps)
-		}
-	})
+	for _, n := range []int{100, 10000} {
+		t.Run(fmt.Sprint(n, " entries"), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var b builder
+				c := newTestCache(t, b.build, &Options[string, *resource]{IdleTimeout: time.Hour, MaxLifetime: 2 * time.Hour})
+				for i := range n {
+					mustGet(t, c, fmt.Sprint(i))
+				}
+				// Nothing expired: a sweep looks at the head of the
+				// lifetime list and the top of the LRU heap, whatever
+				// the number of live entries.
+				if looked := c.sweep(c.advance()); looked != 2 {
+					t.Fatalf("a sweep over %d live entries, none expired, looked at %d; want 2", n, looked)
+				}
+				// Let the unused half go idle.
+				time.Sleep(time.Hour / 2)
+				for i := range n / 2 {
+					mustGet(t, c, fmt.Sprint(i)) // used: not idle
+				}
+				time.Sleep(time.Hour / 2)
+				synctest.Wait()
+				if c.Len() != n/2 {
+					t.Fatalf("Len = %d after the idle timeout of the unused half; want %d", c.Len(), n/2)
+				}
+				// The janitor evicted them; the next sweep is back to 2.
+				if looked := c.sweep(c.advance()); looked != 2 {
+					t.Fatalf("a sweep after the janitor evicted %d entries looked at %d; want 2", n/2, looked)
+				}
+			})
+		})
+	}
 }
 
 // Semantics 6: the Closer.

@@ -255,12 +255,14 @@ func (c *Cache[K, V]) janitor() {
 
 // sweep evicts the entries expired at clock now, and forgets expired errors.
 // Its cost is the number of entries that expired or were used since the
-// last time they were looked at, not the number of entries.
-func (c *Cache[K, V]) sweep(now int64) {
+// last time they were looked at, not the number of entries; it returns how
+// many entries it looked at (besides repairs of the LRU order).
+func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	var out []removal[K, V]
 	c.mu.Lock()
 	if c.byAge != nil {
 		for c.byAge.Len() > 0 {
+			looked++
 			e := c.byAge.Front().Value.(*entry[K, V])
 			if now-e.stamp < c.lifetime {
 				break
@@ -273,6 +275,7 @@ func (c *Cache[K, V]) sweep(now int64) {
 		// order (a lease is not a use): set it aside and put it back.
 		var held []*entry[K, V]
 		for len(c.order) > 0 {
+			looked++
 			e := c.lruLocked()
 			if now-e.nodeUsed < c.idle {
 				break
@@ -298,6 +301,7 @@ func (c *Cache[K, V]) sweep(now int64) {
 	}
 	c.mu.Unlock()
 	c.afterRemoveAll(out)
+	return looked
 }
 
 // healthRound checks the found entries that are neither leased nor used
