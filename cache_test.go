@@ -534,28 +534,31 @@ func TestLeaseKeepsValueOpenAcrossInvalidate(t *testing.T) {
 }
 
 func TestLeaseKeepsValueOpenAcrossEviction(t *testing.T) {
-	var b builder
-	c := newTestCache(t, b.build, &Options[string, *resource]{MaxEntries: 1})
-	v, release, err := c.Acquire(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustGet(t, c, "b") // evicts a
-	if _, ok := c.Peek("a"); ok {
-		t.Fatal("a still cached after eviction")
-	}
-	if v.closed() {
-		t.Fatal("leased value closed by eviction")
-	}
-	v2, release2, _ := c.Acquire(context.Background(), "a")
-	defer release2()
-	if v2 == v {
-		t.Fatal("the evicted value was handed out again")
-	}
-	release()
-	if !v.closed() {
-		t.Fatal("evicted value not closed at release")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c := newTestCache(t, b.build, &Options[string, *resource]{MaxEntries: 1})
+		v, release, err := c.Acquire(context.Background(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustGet(t, c, "b") // evicts a
+		if _, ok := c.Peek("a"); ok {
+			t.Fatal("a still cached after eviction")
+		}
+		synctest.Wait() // the eviction's hooks run on the hook goroutine
+		if v.closed() {
+			t.Fatal("leased value closed by eviction")
+		}
+		v2, release2, _ := c.Acquire(context.Background(), "a")
+		defer release2()
+		if v2 == v {
+			t.Fatal("the evicted value was handed out again")
+		}
+		release()
+		if !v.closed() {
+			t.Fatal("evicted value not closed at release")
+		}
+	})
 }
 
 func TestManyLeasesCloseAtLastRelease(t *testing.T) {
@@ -629,21 +632,23 @@ func TestInvalidatePendingKey(t *testing.T) {
 		}
 		close(release)
 		r1, r2 := <-waiters, <-waiters
-		if r1.v != r2.v || r1.v == fresh {
-			t.Fatal("waiters of the invalidated build did not get that build's value")
+		if r1.release == nil {
+			r1, r2 = r2, r1 // r1 is Acquire's, r2 Get's
 		}
+		// The Acquire waiter gets the invalidated build's value, which
+		// its lease keeps open; the Get waiter, which holds no lease,
+		// gets the fresh build's value instead.
 		old := r1.v
+		if old == fresh || r2.v != fresh {
+			t.Fatalf("Acquire waiter got build %d, Get waiter build %d; want the invalidated build (2) and the fresh one (1)", old.gen, r2.v.gen)
+		}
 		if v, _ := c.Peek("k"); v != fresh {
 			t.Fatal("the invalidated build's value was cached")
 		}
 		if old.closed() {
 			t.Fatal("old value closed while an Acquire waiter leases it")
 		}
-		if r1.release != nil {
-			r1.release()
-		} else {
-			r2.release()
-		}
+		r1.release()
 		if n := old.closes.Load(); n != 1 {
 			t.Fatalf("old value closed %d times; want 1 after release", n)
 		}
@@ -682,6 +687,7 @@ func TestLRUEviction(t *testing.T) {
 		mustGet(t, c, "d") // evicts b
 		step()
 		mustGet(t, c, "e") // evicts a: used before c's Acquire and d's build
+		synctest.Wait()    // OnEvict of another key's entry runs on the hook goroutine
 		mu.Lock()
 		got := strings.Join(evicted, " ")
 		mu.Unlock()

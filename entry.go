@@ -2,7 +2,6 @@ package rescache
 
 import (
 	"container/list"
-	"fmt"
 	"sync/atomic"
 )
 
@@ -10,24 +9,41 @@ import (
 // it with a single load and so that the decision to close a value is taken by
 // exactly one atomic transition:
 //
-//	bits 0-59  leases: leases held, plus leases reserved by Acquire callers
-//	           waiting on a pending build
+//	bits 0-39  leases: callers' leases, plus the reservations of Acquire
+//	           callers waiting on a pending build
+//	bits 40-59 holds: the cache's own holds on the value (a health check
+//	           running, an OnEvict not yet returned); a hold keeps the value
+//	           open but, unlike a lease, never changes what callers see (a
+//	           held entry still idles out)
 //	valuedBit  the build returned a value (found, or detached with a value)
-//	failedBit  the build failed; err is set
+//	failedBit  the build failed; the call's err is set
 //	removedBit the entry left the cache (evicted, invalidated, closed, or
 //	           detached while pending); it never comes back
 //
 // An entry is pending while neither valuedBit nor failedBit is set, and found
 // while valuedBit is set and removedBit is not. Once removedBit is set the
-// lease count only goes down (Acquire refuses a removed entry), so the word
-// reaches removedBit|valuedBit with no lease exactly once, and the operation
-// that makes it so (the removal, the last release, or the finish of a build
-// that was detached) closes the value.
+// lease and hold counts only go down (tryLease and tryHold refuse a removed
+// entry), so the word reaches removedBit|valuedBit with no lease and no hold
+// exactly once, and the operation that makes it so closes the value: the
+// last release, the end of the last hold (the OnEvict of the removal, or a
+// health check), or the finish of a build that was detached.
+//
+// Who changes the word:
+//   - tryLease / unlease: Acquire and the release of its lease, without a
+//     lock;
+//   - tryHold / unhold: health checks, without a lock; removeLocked adds the
+//     removal's hold together with removedBit, under Cache.mu, and the hook
+//     runner drops it after OnEvict;
+//   - failedBit and valuedBit: finish, once, under Cache.mu;
+//   - removedBit: removeLocked (found entries), Invalidate and forget
+//     (pending and failed entries), under Cache.mu.
 const (
 	valuedBit  uint64 = 1 << 62
 	failedBit  uint64 = 1 << 61
 	removedBit uint64 = 1 << 60
-	leaseMask  uint64 = removedBit - 1
+	holdUnit   uint64 = 1 << 40
+	leaseMask  uint64 = holdUnit - 1
+	countMask  uint64 = removedBit - 1 // leases and holds
 )
 
 // entry is one key's slot in the cache. A pending entry becomes found or
@@ -42,7 +58,7 @@ type entry[K comparable, V any] struct {
 	word atomic.Uint64 // see the constants above
 
 	// used is the clock stamp of the last Get, Acquire or release, written
-	// without a lock on the hit path (see Cache.now).
+	// without a lock on the hit path; it never goes back (see touch).
 	used atomic.Int64
 
 	// pending holds what only a pending or failed entry needs; it is
@@ -55,8 +71,13 @@ type entry[K comparable, V any] struct {
 	// is remembered. Written before done is closed; read-only afterwards.
 	stamp int64
 
+	// parked says that the entry sits in Cache.parked (leased past its
+	// idle deadline) rather than Cache.order. Written under Cache.mu; read
+	// without it by the release of a lease (see Cache.unpark).
+	parked atomic.Bool
+
 	// Guarded by Cache.mu.
-	heapIdx  int32         // index in Cache.order; -1 when not there
+	heapIdx  int32         // index in Cache.order or Cache.parked; -1 when in neither
 	checking bool          // a health check of the entry is running
 	nodeUsed int64         // the used stamp by which the entry sits in Cache.order
 	ageElem  *list.Element // element in Cache.byAge, nil when not there
@@ -64,11 +85,15 @@ type entry[K comparable, V any] struct {
 
 // call is the state of a build in flight, shared by its waiters: they wait
 // for done, then read err, or the entry's val when err is nil. Like
-// singleflight's call, the outcome is written once before done is closed
-// and read only after. A failed entry keeps its call, for err.
+// singleflight's call, err and detached are written once before done is
+// closed and read only after. A failed entry keeps its call, for err.
 type call struct {
 	done chan struct{}
 	err  error
+	// detached says that the build's value was never cached (Invalidate
+	// or Close detached the entry while it was pending): nothing keeps the
+	// value open for a caller that holds no lease.
+	detached bool
 	// finished is set by whoever finishes the build first: the build
 	// itself, or its context ending (BuildTimeout, Close).
 	finished atomic.Bool
@@ -84,60 +109,52 @@ func newEntry[K comparable, V any](key K) *entry[K, V] {
 func found(w uint64) bool { return w&(valuedBit|removedBit) == valuedBit }
 
 // tryLease adds a lease unless the entry was removed or failed.
-func (e *entry[K, V]) tryLease() bool {
+func (e *entry[K, V]) tryLease() bool { return e.tryAdd(1) }
+
+// tryHold adds a hold unless the entry was removed or failed.
+func (e *entry[K, V]) tryHold() bool { return e.tryAdd(holdUnit) }
+
+func (e *entry[K, V]) tryAdd(n uint64) bool {
 	for {
 		w := e.word.Load()
 		if w&(removedBit|failedBit) != 0 {
 			return false
 		}
-		if e.word.CompareAndSwap(w, w+1) {
+		if e.word.CompareAndSwap(w, w+n) {
 			return true
 		}
 	}
 }
 
 // unlease drops a lease and reports whether the caller must now close the
-// value (the entry was removed, holds a value, and this was its last lease).
+// value (the entry was removed, holds a value, and nothing else holds it).
 func (e *entry[K, V]) unlease() (closeNow bool) {
 	return e.word.Add(^uint64(0)) == removedBit|valuedBit
 }
 
-// markRemoved sets removedBit and reports whether the caller must close the
-// value now (it holds one and no lease is out). It returns false when the
-// entry was already removed.
-func (e *entry[K, V]) markRemoved() (closeNow bool) {
-	old := e.word.Or(removedBit)
-	return old&removedBit == 0 && old == valuedBit
+// unhold drops a hold; like unlease, it reports whether to close now.
+func (e *entry[K, V]) unhold() (closeNow bool) {
+	return e.word.Add(^(holdUnit - 1)) == removedBit|valuedBit
 }
 
-// PanicError is the error a build's panic becomes. Every caller waiting for
-// that build receives it; use errors.As to tell it from the build's own
-// errors.
-type PanicError struct {
-	// Key is the key whose build panicked.
-	Key any
-	// Value is what the build passed to panic.
-	Value any
-	// Stack is the stack of the panicking goroutine, as runtime/debug.Stack
-	// formats it.
-	Stack []byte
-
-	keyString string // Key through Options.KeyString
-}
-
-// Error returns a one-line description; the stack is in the Stack field.
-func (p *PanicError) Error() string {
-	key := p.keyString
-	if key == "" {
-		key = fmt.Sprint(p.Key)
+// removeHeld sets removedBit and adds a hold in one step, for the removal
+// of a found entry: the hold keeps the value open until OnEvict has
+// returned, so that OnEvict of a value always ends before its Close starts.
+// It reports false when the entry was removed already.
+func (e *entry[K, V]) removeHeld() bool {
+	for {
+		w := e.word.Load()
+		if w&removedBit != 0 {
+			return false
+		}
+		if e.word.CompareAndSwap(w, (w|removedBit)+holdUnit) {
+			return true
+		}
 	}
-	return fmt.Sprintf("rescache: build of %s panicked: %v", key, p.Value)
 }
 
-// Unwrap returns the panic value when it is an error.
-func (p *PanicError) Unwrap() error {
-	if err, ok := p.Value.(error); ok {
-		return err
-	}
-	return nil
+// markRemoved sets removedBit on an entry that is pending or failed (no
+// value to notify about) and reports whether it was not removed already.
+func (e *entry[K, V]) markRemoved() bool {
+	return e.word.Or(removedBit)&removedBit == 0
 }

@@ -2,10 +2,6 @@ package rescache
 
 import (
 	"container/heap"
-	"context"
-	"math"
-	"sync"
-	"time"
 )
 
 // Recency is recorded without a lock: a hit stores the clock in the entry's
@@ -22,6 +18,13 @@ import (
 //
 // Uses within the same tick get the same stamp, so among entries last used
 // in the same tick the eviction order is unspecified.
+//
+// An entry that the idle sweep finds leased past its idle deadline is not
+// idle, but it keeps its LRU rank (a lease is not a use): the sweep moves it
+// to c.parked, a second heap ordered the same way, so that later sweeps do
+// not look at it again while the lease lasts; its last release moves it
+// back (see unpark). Capacity eviction takes the least recently used entry
+// of both heaps.
 //
 // golang-lru's list orders by the calls to Get, which need its lock on every
 // hit; a stamp and a heap keep the hit path lock-free and still evict exactly
@@ -51,12 +54,12 @@ func (h *recency[K, V]) Pop() any {
 	return e
 }
 
-// removal is a found entry taken out of the cache under c.mu, whose
-// OnEvict and close run after the unlock.
-type removal[K comparable, V any] struct {
-	e        *entry[K, V]
-	reason   EvictReason
-	closeNow bool
+// heapOfLocked returns the heap that holds the found entry e.
+func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
+	if e.parked.Load() {
+		return &c.parked
+	}
+	return &c.order
 }
 
 // insertLocked makes e, whose build just succeeded, a found entry.
@@ -69,10 +72,13 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 	c.ctr.entries.Add(1)
 }
 
-// removeLocked takes the found entry e out of the cache and reports whether
-// its value must be closed now (no lease holds it).
-func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) (closeNow bool) {
-	heap.Remove(&c.order, int(e.heapIdx))
+// removeLocked takes the found entry e out of the cache with a hold that
+// keeps its value open until its OnEvict has run: pass the result to
+// c.hooks.notify after the unlock (or, in Close, call OnEvict and drop the
+// hold there).
+func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K, V] {
+	heap.Remove(c.heapOfLocked(e), int(e.heapIdx))
+	e.parked.Store(false)
 	if e.ageElem != nil {
 		c.byAge.Remove(e.ageElem)
 		e.ageElem = nil
@@ -80,19 +86,22 @@ func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) (closeNow
 	c.deleteIfSame(e)
 	c.ctr.entries.Add(-1)
 	c.ctr.evictions[reason].Add(1)
-	return e.markRemoved()
+	e.removeHeld()
+	return removal[K, V]{e, reason}
 }
 
-// evict removes the found entry e for reason, unless it left already.
+// evict removes the found entry e for reason, unless it left already, and
+// runs its OnEvict (and its close, if nothing holds it) on the calling
+// goroutine: a caller of e's own key, or a health check of e.
 func (c *Cache[K, V]) evict(e *entry[K, V], reason EvictReason) bool {
 	c.mu.Lock()
 	if e.heapIdx < 0 {
 		c.mu.Unlock()
 		return false
 	}
-	closeNow := c.removeLocked(e, reason)
+	r := c.removeLocked(e, reason)
 	c.mu.Unlock()
-	c.afterRemove(e, reason, closeNow)
+	c.afterRemove(r)
 	return true
 }
 
@@ -104,159 +113,61 @@ func (c *Cache[K, V]) makeRoomLocked() []removal[K, V] {
 		return nil
 	}
 	var out []removal[K, V]
-	for len(c.order) >= c.opts.MaxEntries {
-		e := c.lruLocked()
-		out = append(out, removal[K, V]{e, EvictCapacity, c.removeLocked(e, EvictCapacity)})
+	for len(c.order)+len(c.parked) >= c.opts.MaxEntries {
+		out = append(out, c.removeLocked(c.lruLocked(), EvictCapacity))
 	}
 	return out
 }
 
 // lruLocked returns the least recently used found entry, repairing the
-// order on the way. c.order must not be empty.
+// order on the way. The cache must hold an entry.
 func (c *Cache[K, V]) lruLocked() *entry[K, V] {
-	for {
-		e := c.order[0]
+	a, b := topLocked(&c.order), topLocked(&c.parked)
+	switch {
+	case a == nil:
+		return b
+	case b == nil || a.nodeUsed <= b.nodeUsed:
+		return a
+	default:
+		return b
+	}
+}
+
+// topLocked returns the least recently used entry of h, or nil.
+func topLocked[K comparable, V any](h *recency[K, V]) *entry[K, V] {
+	for len(*h) > 0 {
+		e := (*h)[0]
 		if u := e.used.Load(); u > e.nodeUsed {
 			e.nodeUsed = u
-			heap.Fix(&c.order, 0)
+			heap.Fix(h, 0)
 			continue
 		}
 		return e
 	}
+	return nil
 }
 
-// clock returns the coarse clock.
-func (c *Cache[K, V]) clock() int64 { return c.now.Load() }
-
-// advance moves the clock to the system clock (it never goes back) and
-// returns it. It returns 0 when the cache has no clock.
-func (c *Cache[K, V]) advance() int64 {
-	if c.tick == 0 {
-		return 0
+// unpark moves e, whose last lease was just released, from c.parked back
+// to c.order, where the idle sweep sees it again. It is called only for
+// entries that were leased past their idle deadline, so its lock is off
+// the common release path.
+func (c *Cache[K, V]) unpark(e *entry[K, V]) {
+	c.mu.Lock()
+	if e.parked.Load() && e.heapIdx >= 0 && e.word.Load()&leaseMask == 0 {
+		heap.Remove(&c.parked, int(e.heapIdx))
+		e.parked.Store(false)
+		e.nodeUsed = e.used.Load()
+		heap.Push(&c.order, e)
 	}
-	t := int64(time.Since(c.epoch))
-	for {
-		cur := c.now.Load()
-		if cur >= t {
-			return cur
-		}
-		if c.now.CompareAndSwap(cur, t) {
-			return t
-		}
-	}
-}
-
-// use checks that the found entry e (whose word is w) has not expired, and
-// records a use of it. It is on the hit path: no lock, and no system clock
-// unless e is within a few ticks of its deadline.
-func (c *Cache[K, V]) use(e *entry[K, V], w uint64) bool {
-	if c.tick == 0 {
-		return true
-	}
-	now := c.now.Load()
-	if _, expired := c.expiry(e, w, now); expired {
-		return false
-	}
-	if e.used.Load() < now {
-		e.used.Store(now)
-	}
-	return true
-}
-
-// touch records a use of e.
-func (c *Cache[K, V]) touch(e *entry[K, V]) {
-	if c.tick == 0 {
-		return
-	}
-	if now := c.now.Load(); e.used.Load() < now {
-		e.used.Store(now)
-	}
-}
-
-// fresh reports whether the found entry e has not expired.
-func (c *Cache[K, V]) fresh(e *entry[K, V], w uint64) bool {
-	if c.tick == 0 {
-		return true
-	}
-	_, expired := c.expiry(e, w, c.now.Load())
-	return !expired
-}
-
-// expiryWindow is how many ticks before its deadline an entry is checked
-// against the system clock instead of the coarse clock. The coarse clock
-// lags the system clock by up to a tick while the janitor keeps up; the
-// window leaves room for a janitor that runs late.
-const expiryWindow = 4
-
-// expiry reports whether the found entry e (whose word is w) has expired,
-// and why. now is the coarse clock: far from the deadline it decides alone;
-// within expiryWindow ticks of it, the system clock decides, so an entry is
-// never served after its deadline. The used stamp may be up to a tick older
-// than the use it records, so an idle entry may expire up to a tick early.
-// A leased entry is not idle.
-func (c *Cache[K, V]) expiry(e *entry[K, V], w uint64, now int64) (EvictReason, bool) {
-	life, idle := int64(math.MaxInt64), int64(math.MaxInt64)
-	if c.lifetime > 0 {
-		life = e.stamp + c.lifetime
-	}
-	if c.idle > 0 && w&leaseMask == 0 {
-		idle = e.used.Load() + c.idle
-	}
-	if min(life, idle)-now > expiryWindow*c.tick {
-		return 0, false
-	}
-	t := c.advance()
-	switch {
-	case t >= life:
-		return EvictLifetime, true
-	case t >= idle:
-		return EvictIdle, true
-	}
-	return 0, false
-}
-
-// janitor is the cache's one background goroutine, started by New when an
-// option needs it. Every tick it advances the clock, evicts expired entries
-// and forgets expired errors; every HealthCheckInterval it starts a round of
-// health checks. It exits when Close closes c.janitorOff, and holds one count
-// of c.inflight until then.
-func (c *Cache[K, V]) janitor() {
-	defer c.unhold()
-	t := time.NewTicker(time.Duration(c.tick))
-	defer t.Stop()
-	var nextCheck time.Time
-	if c.opts.HealthCheck != nil {
-		nextCheck = time.Now().Add(c.opts.HealthCheckInterval)
-	}
-	checking := false
-	checked := make(chan struct{}, 1)
-	for {
-		select {
-		case <-c.janitorOff:
-			return
-		case <-checked:
-			checking = false
-		case <-t.C:
-			now := c.advance()
-			c.sweep(now)
-			if !nextCheck.IsZero() && !checking && !time.Now().Before(nextCheck) {
-				nextCheck = time.Now().Add(c.opts.HealthCheckInterval)
-				checking = true
-				c.inflight.Add(1)
-				go func() {
-					defer c.unhold()
-					c.healthRound()
-					checked <- struct{}{}
-				}()
-			}
-		}
-	}
+	c.mu.Unlock()
 }
 
 // sweep evicts the entries expired at clock now, and forgets expired errors.
 // Its cost is the number of entries that expired or were used since the
-// last time they were looked at, not the number of entries; it returns how
-// many entries it looked at (besides repairs of the LRU order).
+// last time they were looked at, plus the leases that outlived an idle
+// deadline since the last sweep, not the number of entries; it returns how
+// many entries it looked at (besides repairs of the LRU order). It runs no
+// user code: the OnEvicts and closes go to the hook runner.
 func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	var out []removal[K, V]
 	c.mu.Lock()
@@ -267,27 +178,34 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 			if now-e.stamp < c.lifetime {
 				break
 			}
-			out = append(out, removal[K, V]{e, EvictLifetime, c.removeLocked(e, EvictLifetime)})
+			out = append(out, c.removeLocked(e, EvictLifetime))
 		}
 	}
 	if c.idle > 0 {
-		// A leased entry is not idle, but keeps its place in the LRU
-		// order (a lease is not a use): set it aside and put it back.
-		var held []*entry[K, V]
-		for len(c.order) > 0 {
+		for {
+			e := topLocked(&c.order)
+			if e == nil {
+				break
+			}
 			looked++
-			e := c.lruLocked()
 			if now-e.nodeUsed < c.idle {
 				break
 			}
 			if e.word.Load()&leaseMask != 0 {
-				held = append(held, heap.Pop(&c.order).(*entry[K, V]))
+				// Leased: not idle. Park it until its last release.
+				heap.Pop(&c.order)
+				e.parked.Store(true)
+				heap.Push(&c.parked, e)
+				if e.word.Load()&leaseMask == 0 {
+					// Released meanwhile, before it saw the flag.
+					heap.Remove(&c.parked, int(e.heapIdx))
+					e.parked.Store(false)
+					heap.Push(&c.order, e)
+					break
+				}
 				continue
 			}
-			out = append(out, removal[K, V]{e, EvictIdle, c.removeLocked(e, EvictIdle)})
-		}
-		for _, e := range held {
-			heap.Push(&c.order, e)
+			out = append(out, c.removeLocked(e, EvictIdle))
 		}
 	}
 	if c.errs != nil {
@@ -300,74 +218,6 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 		}
 	}
 	c.mu.Unlock()
-	c.afterRemoveAll(out)
+	c.hooks.notify(out...)
 	return looked
-}
-
-// healthRound checks the found entries that are neither leased nor used
-// within the last HealthCheckInterval, at most MaxConcurrentBuilds at a
-// time, and evicts the unhealthy ones. Each check holds an internal lease,
-// so the value is not closed under it, and runs outside every lock.
-func (c *Cache[K, V]) healthRound() {
-	now := c.clock()
-	interval := int64(c.opts.HealthCheckInterval)
-	c.mu.Lock()
-	var due []*entry[K, V]
-	for _, e := range c.order {
-		if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && !e.checking && e.tryLease() {
-			e.checking = true
-			due = append(due, e)
-		}
-	}
-	c.mu.Unlock()
-
-	limit := len(due)
-	if c.opts.MaxConcurrentBuilds > 0 {
-		limit = min(limit, c.opts.MaxConcurrentBuilds)
-	}
-	work := make(chan *entry[K, V])
-	var wg sync.WaitGroup
-	for range limit {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range work {
-				c.check(e)
-			}
-		}()
-	}
-	for _, e := range due {
-		work <- e
-	}
-	close(work)
-	wg.Wait()
-}
-
-// check runs one health check of e, which holds an internal lease that
-// check releases.
-func (c *Cache[K, V]) check(e *entry[K, V]) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.opts.HealthCheckTimeout)
-	err := c.callHealthCheck(ctx, e)
-	cancel()
-	c.ctr.healthChecks.Add(1)
-	c.mu.Lock()
-	e.checking = false
-	c.mu.Unlock()
-	if err != nil && !c.closed.Load() {
-		c.ctr.healthCheckErrors.Add(1)
-		c.warn("health check failed", e.key, err)
-		c.evict(e, EvictUnhealthy)
-	}
-	if e.unlease() {
-		c.closeLate(e.key, e.val)
-	}
-}
-
-func (c *Cache[K, V]) callHealthCheck(ctx context.Context, e *entry[K, V]) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Key: e.key, Value: r, keyString: c.opts.KeyString(e.key)}
-		}
-	}()
-	return c.opts.HealthCheck(ctx, e.key, e.val)
 }

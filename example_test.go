@@ -67,37 +67,48 @@ func ExampleCache_Acquire() {
 }
 
 // With MaxEntries, adding an entry beyond the bound evicts the least
-// recently used one; the Closer hook closes it and OnEvict says why.
+// recently used one; the Closer hook closes it and OnEvict says why. The
+// hooks of an entry that another key's build evicts run on the cache's hook
+// goroutine, so that the caller of the new key does not wait for them; this
+// example waits for them through channels.
 func ExampleOptions_eviction() {
+	evicted, closed := make(chan string, 3), make(chan string, 3)
 	c, _ := rescache.New(dial, &rescache.Options[string, *conn]{
 		MaxEntries:  2,
 		IdleTimeout: 10 * time.Minute,
 		Close: func(tenant string, v *conn) error {
-			fmt.Println("closing pool of", tenant)
+			closed <- tenant
 			return nil
 		},
 		OnEvict: func(tenant string, _ *conn, reason rescache.EvictReason) {
-			fmt.Println("evicted", tenant, "for", reason)
+			evicted <- tenant + " for " + reason.String()
 		},
 	})
-	defer c.Close()
 
 	ctx := context.Background()
 	c.Get(ctx, "acme")
 	c.Get(ctx, "globex")
 	c.Get(ctx, "initech") // a third tenant: acme, the least recently used, goes
 	fmt.Println("cached:", c.Len())
+	fmt.Println("evicted", <-evicted)
+	fmt.Println("closed pool of", <-closed)
+
+	c.Close() // runs the hooks of the entries it removes itself
+	fmt.Println("evicted", <-evicted)
+	fmt.Println("evicted", <-evicted)
+	fmt.Println("closed pool of", <-closed)
+	fmt.Println("closed pool of", <-closed)
 	// Output:
 	// dialed acme
 	// dialed globex
 	// dialed initech
-	// evicted acme for capacity
-	// closing pool of acme
 	// cached: 2
+	// evicted acme for capacity
+	// closed pool of acme
 	// evicted globex for closed
 	// evicted initech for closed
-	// closing pool of globex
-	// closing pool of initech
+	// closed pool of globex
+	// closed pool of initech
 }
 
 // A build error reaches every caller waiting for that build and is not

@@ -465,8 +465,14 @@ func (r *faultRun) run() {
 	if s.bubble {
 		// Every goroutine of the bubble is now blocked (the janitor on its
 		// ticker, builds on their context or a delay): the counters are
-		// still, and must add up before Shutdown too.
+		// still, and must add up before Shutdown too. Slow Closers
+		// hold up the hooks queued behind them on the hook goroutine:
+		// let them finish first.
 		synctest.Wait()
+		for c.hooks.busy() {
+			time.Sleep(5 * s.unit)
+			synctest.Wait()
+		}
 		r.checkQuiescent()
 	}
 
@@ -823,13 +829,14 @@ func (r *faultRun) checkFinal() {
 	}
 }
 
-// A build queued for a slot (MaxConcurrentBuilds) whose context ends there,
-// by BuildTimeout or Close, must still be finished: its waiters answered at
-// once and its key no longer pending. Returning from the queue used to race
-// with the context's AfterFunc that finishes the entry, and could cancel it
-// before it ran, leaving the key pending for ever.
+// A build queued for a slot (MaxConcurrentBuilds) is not timed by
+// BuildTimeout while it waits: it runs, under its timeout, once it gets a
+// slot. Close ends the wait: its waiters get ErrClosed at once, its key is
+// no longer pending, and a build that never ran is not a build error.
+// (Returning from the queue once raced with the context's AfterFunc that
+// finishes the entry, and could leave the key pending for ever.)
 func TestBuildQueuedForSlotIsFinishedWhenItsContextEnds(t *testing.T) {
-	for i := range 1000 {
+	for i := range 400 {
 		synctest.Test(t, func(t *testing.T) {
 			started, hold := make(chan struct{}), make(chan struct{})
 			c, err := New(func(ctx context.Context, key string) (string, error) {
@@ -844,22 +851,36 @@ func TestBuildQueuedForSlotIsFinishedWhenItsContextEnds(t *testing.T) {
 			}
 			go c.Get(context.Background(), "hold")
 			<-started
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_, err = c.Get(ctx, "queued")
-			failed := ctx.Err() != nil
-			close(hold)
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Get(context.Background(), "queued")
+				done <- err
+			}()
+			time.Sleep(10 * time.Second) // far past BuildTimeout
+			synctest.Wait()
+			select {
+			case err := <-done:
+				t.Fatalf("iteration %d: Get of a key queued for a slot = %v before it got one; want it to wait", i, err)
+			default:
+			}
+			closing := i%2 == 1
+			if closing {
+				c.Close()
+				if err := <-done; !errors.Is(err, ErrClosed) {
+					t.Fatalf("iteration %d: Get(queued) after Close = %v; want ErrClosed", i, err)
+				}
+				close(hold)
+			} else {
+				close(hold)
+				if err := <-done; err != nil {
+					t.Fatalf("iteration %d: Get(queued) once the slot is free = %v; want its value", i, err)
+				}
+			}
 			if err := c.Shutdown(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if failed {
-				t.Fatalf("iteration %d: Get of a key queued for a slot past its BuildTimeout = %v; want the BuildTimeout error after 1s (Stats: %+v)", i, err, c.Stats())
-			}
-			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "timed out") {
-				t.Fatalf("Get(queued) = %v; want its BuildTimeout error", err)
-			}
-			if s := c.Stats(); s.Pending != 0 {
-				t.Fatalf("iteration %d: Stats.Pending = %d after Shutdown; want 0", i, s.Pending)
+			if s := c.Stats(); s.Pending != 0 || s.BuildErrors != 0 || (closing && s.Builds != 1) {
+				t.Fatalf("iteration %d: Stats after Shutdown: Pending %d, Builds %d, BuildErrors %d; want 0, %d, 0", i, s.Pending, s.Builds, s.BuildErrors, map[bool]int{true: 1, false: 2}[closing])
 			}
 		})
 		if t.Failed() {

@@ -401,6 +401,7 @@ func (r *fuzzRun) expectCapacityEviction() {
 }
 
 func (r *fuzzRun) takeEvicted() []fuzzEvict {
+	synctest.Wait() // hooks of capacity and expiry evictions run on the hook goroutine
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	got := r.evicted

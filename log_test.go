@@ -35,7 +35,7 @@ func TestLifecycleLogs(t *testing.T) {
 	c.Get(ctx, "tenant-a1")
 	c.Get(ctx, "tenant-b2") // evicts a1
 	c.Get(ctx, "tenant-panics")
-	c.Close() // closes b2, which fails
+	c.Shutdown(ctx) // closes b2, which fails, and waits for the hooks of a1
 
 	out := buf.String()
 	for _, want := range []string{

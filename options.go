@@ -42,17 +42,32 @@ type Options[K comparable, V any] struct {
 	// default: 0, never.
 	MaxLifetime time.Duration
 
-	// BuildTimeout is the deadline of one build, whoever waits for it. The
-	// build's context is cancelled when it passes and the build's error is
-	// what the build returns.
+	// BuildTimeout is the deadline of one build, whoever waits for it,
+	// counted from the moment the build gets its slot (MaxConcurrentBuilds):
+	// the wait for a slot is not part of it. The build's context is
+	// cancelled when it passes, its waiters receive the timeout error at
+	// once, and a value the build returns later is closed, never cached.
 	//
 	// default: 0, no deadline (the build ends when build returns, or when
 	// the cache is closed).
 	BuildTimeout time.Duration
 
-	// MaxConcurrentBuilds bounds the builds in flight across all keys. A
-	// build that cannot start waits for a slot; its callers still honour
-	// their own contexts while it waits.
+	// MaxConcurrentBuilds bounds the builds that run at once across all
+	// keys, and the health checks with them. A build that cannot start
+	// waits for a slot (only Close ends that wait; a build that never got
+	// a slot is not a build error and ErrorTTL never remembers it); its
+	// callers still honour their own contexts while it waits.
+	//
+	// Nested builds: a build that calls Get or Acquire of the same cache
+	// must pass its own ctx (or one derived from it). Through that ctx the
+	// cache knows that the caller is a build: while it waits for the other
+	// build it lends its slot (so a queued build it waits for can run, and
+	// no combination of nested calls deadlocks on slots), and it takes a
+	// slot back before the call returns (so no more builds than the limit
+	// ever run; the call may then return after its ctx ended, once a slot
+	// is free). A nested call made with an unrelated context, such as
+	// context.Background(), is an outside caller: with all slots held by
+	// builds waiting on it, it waits forever (or until BuildTimeout).
 	//
 	// default: 0, unbounded.
 	MaxConcurrentBuilds int
@@ -74,31 +89,41 @@ type Options[K comparable, V any] struct {
 
 	// Close closes a value that leaves the cache. It is called exactly once
 	// for every value build returned, after the value's last lease is
-	// released, from the goroutine that removed the entry or released the
-	// last lease (or the janitor), never while the cache holds a lock. An
-	// error is counted in [Stats.CloseErrors], logged, and returned by
-	// [Cache.Close] when the value was closed there. A panic is recovered
-	// and logged.
+	// released and after its OnEvict returned, never while the cache holds
+	// a lock. It runs on the cache's hook goroutine, one hook at a time in
+	// the order they became due (so never on a caller's goroutine, and
+	// never on the janitor's, whose clock a slow Close would stop), except
+	// for the values [Cache.Close] closes itself. An error is counted in
+	// [Stats.CloseErrors], logged, and returned by [Cache.Close] when the
+	// value was closed there, or by [Cache.Shutdown] when it was closed
+	// after Close. A panic is recovered and logged.
 	//
 	// default: nil, meaning v.Close() when V implements io.Closer and
 	// nothing otherwise.
 	Close func(key K, v V) error
 
 	// OnEvict is told once per found entry that leaves the cache, with the
-	// reason, at the moment it leaves (before its value is closed, which
-	// may be later if a lease holds it). It runs outside every lock of the
-	// cache; a panic is recovered and logged.
+	// reason, after it left: the entry is gone from the cache when OnEvict
+	// runs, and OnEvict returns before the value's Close starts (which may
+	// be later if a lease holds it). It runs outside every lock of the
+	// cache, on the cache's hook goroutine like Close (on the goroutine of
+	// [Cache.Close] for the entries that Close removes); a panic is
+	// recovered and logged.
 	//
 	// default: nil.
 	OnEvict func(key K, v V, reason EvictReason)
 
 	// HealthCheck checks an idle found entry; an error evicts the entry
 	// (reason [EvictUnhealthy]) and the next call builds a fresh value.
-	// Checks are run by the janitor every HealthCheckInterval, at most
-	// MaxConcurrentBuilds at a time when that is set, never under a lock
-	// and never on the path of Get. An entry that is leased, or that was
-	// used within the last HealthCheckInterval, is not checked: the traffic
-	// it serves is its check.
+	// Checks start every HealthCheckInterval on goroutines of their own,
+	// never under a lock, never on the janitor and never on the path of
+	// Get. With MaxConcurrentBuilds, each check takes a free build slot and
+	// never waits for one (an entry that found none is checked at a later
+	// round), so builds and checks together stay within the bound. An
+	// entry that is leased, or that was used within the last
+	// HealthCheckInterval, is not checked: the traffic it serves is its
+	// check. A check does not keep an entry from idling out: one that
+	// expires during its check is removed, and closed after the check.
 	//
 	// default: nil, no checks.
 	HealthCheck func(ctx context.Context, key K, v V) error
@@ -115,7 +140,11 @@ type Options[K comparable, V any] struct {
 
 	// ClockResolution is the tick of the coarse clock with which the cache
 	// records uses and checks expiry without reading the system clock on
-	// the hit path. An entry may expire up to one tick early, never late.
+	// the hit path. An entry may idle out up to one tick early. It is never
+	// served after its deadline while the janitor goroutine keeps to its
+	// tick within the larger of 4 ticks and 250ms; see the package doc for
+	// the bound under CPU starvation. New rejects a value outside
+	// [1ms, 1min].
 	//
 	// default: 0, meaning 1/64 of the shortest of IdleTimeout, MaxLifetime
 	// and ErrorTTL, within [1ms, 1s], or 10ms for a cache bounded by
@@ -144,6 +173,7 @@ const (
 	defaultLRUClock            = 10 * time.Millisecond
 	minClock                   = time.Millisecond
 	maxClock                   = time.Second
+	maxExplicitClock           = time.Minute
 )
 
 // validate reports the first invalid field of o.
@@ -177,6 +207,9 @@ func (o *Options[K, V]) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("rescache: Options.%s is negative (%v)", f.name, f.v)
 		}
+	}
+	if r := o.ClockResolution; r != 0 && (r < minClock || r > maxExplicitClock) {
+		return fmt.Errorf("rescache: Options.ClockResolution %v is outside [%v, %v]", r, minClock, maxExplicitClock)
 	}
 	if o.HealthCheck == nil && o.HealthCheckInterval > 0 {
 		return errors.New("rescache: Options.HealthCheckInterval is set but HealthCheck is nil")

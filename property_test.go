@@ -152,6 +152,7 @@ type held struct {
 }
 
 func (s *sys) observe(gen int, err error) obs {
+	synctest.Wait() // the hooks of entries another key's build evicted run on the hook goroutine
 	o := obs{gen: gen, closed: errors.Is(err, ErrClosed), len: s.c.Len(), leased: s.c.Stats().Leased, closes: map[mval]int{}}
 	for _, v := range s.vals {
 		if n := v.closes.Load(); n > 0 {

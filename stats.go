@@ -92,9 +92,18 @@ type Stats struct {
 
 	// Entries is the number of found entries (the same as [Cache.Len]).
 	Entries int
-	// Pending is the number of builds in flight.
+	// Pending is the number of builds started whose build function has
+	// not returned: waiting for a slot (MaxConcurrentBuilds) or running. A
+	// build whose waiters were answered by BuildTimeout or Close counts
+	// until its function returns, since it still holds its slot.
 	Pending int
-	// Leased is the number of leases from Acquire not yet released.
+	// Building is the number of build functions running (the part of
+	// Pending past the wait for a slot).
+	Building int
+	// Leased is the number of leases from Acquire not yet released. It is
+	// summed from per-processor counts without stopping the callers: never
+	// negative, and when leases move it lies between the counts at two
+	// instants of the snapshot.
 	Leased int
 }
 
@@ -108,7 +117,7 @@ type counters struct {
 	evictions                        [numEvictReasons]atomic.Uint64
 	closes, closeErrors              atomic.Uint64
 	healthChecks, healthCheckErrors  atomic.Uint64
-	entries, pending, leased         atomic.Int64
+	entries, pending, building       atomic.Int64
 	liveValues                       atomic.Int64 // built values not yet closed
 	_                                [0]func()    // not comparable
 }
@@ -129,7 +138,7 @@ func (c *counters) snapshot(hits uint64) Stats {
 		HealthCheckErrors: c.healthCheckErrors.Load(),
 		Entries:           int(c.entries.Load()),
 		Pending:           int(c.pending.Load()),
-		Leased:            int(c.leased.Load()),
+		Building:          int(c.building.Load()),
 	}
 	for _, r := range EvictReasons() {
 		n := c.evictions[r].Load()
