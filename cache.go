@@ -289,4 +289,3 @@ func (c *Cache[K, V]) warn(msg string, key K, err error) {
 
 // keyString formats key for errors and logs.
 func (c *Cache[K, V]) keyString(key K) string { return c.opts.KeyString(key) }
-
