@@ -26,12 +26,34 @@
 // builds a fresh value, but the leased value is closed only at its last
 // release.
 //
+// # Goroutines and hooks
+//
+// A cache starts at most three kinds of goroutine: the janitor, which keeps
+// the coarse clock and removes expired entries (it runs no user code); the
+// hook goroutine, which runs OnEvict and Close for the entries the janitor
+// removes and for the entries a build evicts to make room, one at a time;
+// and one goroutine per build whose caller can stop waiting (a ctx with a
+// Done channel, or a BuildTimeout). No caller ever runs, or waits for, a
+// hook of another key. [Cache.Shutdown] waits for all of them.
+//
 // # Time
 //
-// Expiry is checked on every read, so an expired entry is never returned,
-// and a single janitor goroutine per cache removes expired entries in the
-// background. The hit path reads a coarse clock kept by the janitor
-// ([Options.ClockResolution]) instead of the system clock.
+// Expiry is checked on every read, so an expired entry is not returned,
+// and the janitor removes expired entries in the background. The hit path
+// reads the coarse clock ([Options.ClockResolution]) instead of the system
+// clock, except within max(4 ticks, 250ms) of an entry's deadline, where it
+// reads the system clock. The coarse clock lags by at most a tick while the
+// janitor keeps to its tick, so expiry is exact; when the CPUs are starved
+// and the janitor is not scheduled for longer than that window, a value can
+// be served late by the janitor's delay beyond the window, never more.
+//
+// # Nested builds
+//
+// A build may call Get or Acquire of its own cache for another key: it must
+// pass its own ctx. While it waits it lends its build slot
+// ([Options.MaxConcurrentBuilds]) and takes one back before the call
+// returns; a wait for a key pending in its own chain of builds fails at
+// once with [ErrBuildCycle].
 //
 // The sub-modules sqladapter and redisadapter build on Cache for
 // database/sql pools and go-redis clients; promcollector exports [Stats] to

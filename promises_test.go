@@ -16,6 +16,37 @@ import (
 // schedule that once broke it: nested builds under slot pressure, slow
 // hooks beside expiry, Goexit, health checks beside idle expiry, durations
 // at their limits and concurrent gauges.
+//
+// Where each row of README.md's Semantics table is checked (besides the
+// model-based suites, property_test.go and fuzz_test.go, and the fault
+// injection, fault_test.go, which cover every row at once):
+//
+//	states         TestOneBuildPerKeySharedResult, TestBuildErrorReachesAllWaitersAndIsNotCached
+//	concurrency    TestBuildsOfDifferentKeysRunConcurrently, TestBuildMayUseCacheWithoutDeadlock,
+//	               TestBuildWaitingForItselfFails, TestGetHitAllocatesNothing
+//	hooks          TestCallerDoesNotRunOtherKeysHooks, TestOnEvictReturnsBeforeCloseStarts,
+//	               TestSlowCloseDoesNotDelayExpiry
+//	build context  TestBuildContextKeepsValuesNotCancellation, TestBuildTimeout,
+//	               TestBuildTimeoutAnswersWaitersEvenIfBuildIgnoresContext,
+//	               TestBuildQueuedForSlotIsFinishedWhenItsContextEnds
+//	errors         TestErrorTTL, TestErrorTTLDoesNotRememberPanics, TestErrorTTLMemoryIsBounded,
+//	               TestPanicBecomesPanicErrorForAllWaiters, TestGoexitInBuildAnswersWaiters
+//	leases         TestLeaseKeepsValueOpenAcrossInvalidate, TestLeaseKeepsValueOpenAcrossEviction,
+//	               TestManyLeasesCloseAtLastRelease
+//	invalidate     TestInvalidatePendingKey
+//	eviction       TestLRUEviction, TestIdleTimeout, TestLeasedEntryIsNotIdle, TestMaxLifetime,
+//	               TestExpiredEntryIsNeverReturned, TestHealthCheckEvictsUnhealthy,
+//	               TestHealthCheckDoesNotHideIdleExpiry, TestDurationsAtTheirLimit
+//	closing        TestEveryValueClosedExactlyOnce, TestDefaultCloserUsesIOCloser,
+//	               TestCloseErrorsAndPanicsAreContained, TestShutdownReturnsLateCloseErrors
+//	Close          TestClose, TestShutdownWaitsForBuildsAndJanitor, TestConcurrentCloseReturnsTheFirstCloseError
+//	bounds         TestMaxConcurrentBuilds, TestWaitingForBuildSlotHonoursContext,
+//	               TestNestedGetOfQueuedBuildDoesNotDeadlock, TestSlotBoundHoldsWhenNestedWaitGivesUp,
+//	               TestHealthChecksTakeFreeSlotsOnly, TestHostileKeys
+//	time           TestExpiryBoundUnderCPUStarvation, TestSweepCostDoesNotGrowWithLiveEntries,
+//	               TestSweepCostWithLongLeases, TestUseStampNeverMovesBack
+//	stats          TestLeasedGaugeNeverNegative, TestPendingCountsBuildsUntilTheyReturn
+//	validation     TestNewValidates, TestClockResolutionIsBounded
 
 // A build that holds the only slot and waits for a build queued for a slot
 // must not deadlock: the waiting build lends its slot.
