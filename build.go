@@ -13,7 +13,9 @@ import (
 // ErrBuildCycle is returned, at once, to a build that calls Get or Acquire
 // for a key whose build is pending in its own chain of nested builds (most
 // simply, its own key): waiting would wait for itself. Match it with
-// errors.Is.
+// errors.Is. A cycle through builds that separate callers started (the
+// build of a waits for b while the build of b, started elsewhere, waits
+// for a) is not detected: like any mutual wait it lasts until BuildTimeout.
 var ErrBuildCycle = errors.New("rescache: build waits for itself")
 
 // ErrBuildGoexit is the error the waiters of a build receive when the build

@@ -77,6 +77,7 @@ const (
 	faultBuildBlock   // blocks until its context ends
 	faultBuildOverrun // ignores its context past BuildTimeout
 	faultBuildSlow
+	faultBuildNested // calls Get for another key, under slot pressure
 	faultCloseError
 	faultClosePanic
 	faultCloseSlow
@@ -91,7 +92,7 @@ const (
 )
 
 var faultNames = [numFaultKinds]string{
-	"build errors", "build panics", "builds blocked until ctx end", "builds past BuildTimeout", "slow builds",
+	"build errors", "build panics", "builds blocked until ctx end", "builds past BuildTimeout", "slow builds", "nested builds",
 	"close errors", "close panics", "slow closes",
 	"caller cancellations", "callers that gave up", "invalidations", "racing Close/Shutdown",
 	"health check errors", "health check panics", "OnEvict panics",
@@ -127,7 +128,7 @@ type faultSchedule struct {
 
 	opts Options[int, *faultValue] // without the functions
 
-	fail, panic, block, overrun, slow int // build behaviours
+	fail, panic, block, overrun, slow, nested int // build behaviours
 	closeErr, closePanic, closeSlow   int
 	cancel                            int  // callers whose context ends at a random point
 	background                        bool // some callers use a context that never ends
@@ -167,6 +168,7 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 	s.fail = rng.IntN(300)
 	s.panic = rng.IntN(150)
 	s.slow = rng.IntN(400)
+	s.nested = rng.IntN(200)
 	// A build that blocks until its context ends needs a context that
 	// ends: BuildTimeout, or callers that give up (and then Close).
 	if s.opts.BuildTimeout > 0 || !s.background {
@@ -198,9 +200,9 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 
 func (s *faultSchedule) String() string {
 	o := &s.opts
-	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
+	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
 		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval,
-		s.fail, s.panic, s.block, s.overrun, s.slow, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.background, s.closeAfter, s.shutdownRacer)
+		s.fail, s.panic, s.block, s.overrun, s.slow, s.nested, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.background, s.closeAfter, s.shutdownRacer)
 }
 
 func envInt(t testing.TB, name string, def uint64) uint64 {
@@ -354,6 +356,31 @@ func (r *faultRun) build(ctx context.Context, key int) (*faultValue, error) {
 	case roll < s.fail+s.panic+s.block+s.overrun+s.slow:
 		r.fault(faultBuildSlow)
 		r.pause(rng, 5)
+	case roll < s.fail+s.panic+s.block+s.overrun+s.slow+s.nested:
+		// A nested Get with the build's ctx, sometimes with a short
+		// deadline of its own: while it waits the build lends its slot,
+		// and it is not counted as running.
+		r.fault(faultBuildNested)
+		nctx := ctx
+		if rng.IntN(2) == 0 {
+			var cancel context.CancelFunc
+			nctx, cancel = context.WithTimeout(ctx, durN(rng, 2*s.unit)+1)
+			defer cancel()
+		}
+		// Only keys above its own: a cycle of keys built by separate
+		// callers (a waits for b, b for a) waits until BuildTimeout,
+		// like any mutual wait; cycles within one chain are
+		// TestBuildWaitingForItselfFails's.
+		if key+1 >= s.keys {
+			break
+		}
+		other := key + 1 + rng.IntN(s.keys-key-1)
+		r.inBuild.Add(-1)
+		r.c.Get(nctx, other) // any answer: the key's own build may have timed out and failed
+		in := r.inBuild.Add(1)
+		if limit := s.opts.MaxConcurrentBuilds; limit > 0 && in > int64(limit) && !r.c.closed.Load() {
+			r.t.Errorf("%d builds in flight after a nested Get; MaxConcurrentBuilds is %d", in, limit)
+		}
 	}
 	v := &faultValue{key: key, id: n}
 	r.mu.Lock()
