@@ -129,13 +129,13 @@ type faultSchedule struct {
 	opts Options[int, *faultValue] // without the functions
 
 	fail, panic, block, overrun, slow, nested int // build behaviours
-	closeErr, closePanic, closeSlow   int
-	cancel                            int  // callers whose context ends at a random point
-	background                        bool // some callers use a context that never ends
-	closeAfter                        int  // total operations after which a racer closes the cache; 0 = never
-	shutdownRacer                     bool // the racer calls Shutdown rather than Close
-	health                            bool
-	healthFail, evictPanic            int
+	closeErr, closePanic, closeSlow           int
+	cancel                                    int  // callers whose context ends at a random point
+	background                                bool // some callers use a context that never ends
+	closeAfter                                int  // total operations after which a racer closes the cache; 0 = never
+	shutdownRacer                             bool // the racer calls Shutdown rather than Close
+	health                                    bool
+	healthFail, evictPanic                    int
 }
 
 func newFaultSchedule(seed uint64) *faultSchedule {
