@@ -5,12 +5,12 @@ go 1.25.0
 require (
 	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.22.0
 )
 
 require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/puzpuzpuz/xsync/v3 v3.5.1 // indirect
-	github.com/stretchr/testify v1.11.1 // indirect
 )
 
 replace github.com/rescache/rescache => ../
