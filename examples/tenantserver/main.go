@@ -83,11 +83,6 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	if cfg.PostgresDSN != "" {
-		log.Info("serving", "addr", ln.Addr().String(), "postgres", sqladapter.RedactDSN(cfg.PostgresDSN), "db_prefix", cfg.DBPrefix)
-	} else {
-		log.Info("serving", "addr", ln.Addr().String(), "sqlite_dir", cfg.DataDir)
-	}
 	switch b := srv.Budget(); {
 	case b.Derived:
 		log.Info("connection budget", "max_conns", b.MaxConns, "from", fmt.Sprintf("max_connections %d - reserved %d - headroom %d", b.MaxConnections, b.Reserved, b.Headroom))
@@ -95,6 +90,11 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 		log.Info("connection budget", "max_conns", b.MaxConns, "from", "-max-conns")
 	default:
 		log.Info("connection budget", "max_conns", "none")
+	}
+	if cfg.PostgresDSN != "" {
+		log.Info("serving", "addr", ln.Addr().String(), "postgres", sqladapter.RedactDSN(cfg.PostgresDSN), "db_prefix", cfg.DBPrefix)
+	} else {
+		log.Info("serving", "addr", ln.Addr().String(), "sqlite_dir", cfg.DataDir)
 	}
 	if listening != nil {
 		listening(ln.Addr().String())
