@@ -239,6 +239,7 @@ func NewServer(cfg Config) (*Server, error) {
 	reg.MustRegister(
 		promcollector.New("tenants", tenants),
 		promcollector.NewSQLPools("tenants", tenants, nil),
+		promcollector.NewSQLBudget("tenants", tenants),
 	)
 
 	s.mux.HandleFunc("GET /t/{tenant}/notes", s.listNotes)
