@@ -8,7 +8,8 @@
 //		DSN: func(ctx context.Context, tenant string) (string, error) {
 //			return "postgres://app@db:5432/" + tenant, nil
 //		},
-//		Cache: rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
+//		MaxTotalConns: 80, // all pools together, below the server's limit
+//		Cache:         rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
 //	})
 //	...
 //	db, release, err := tenants.Acquire(ctx, tenant)
