@@ -106,12 +106,12 @@ var (
 func (c *budgetConn) Unwrap() driver.Conn { return c.inner }
 
 // Close closes the driver's connection and gives its connection of the
-// budget back, once, whatever the driver returns: database/sql drops a
-// connection whose Close failed.
+// budget back, once, whatever the driver returns (database/sql drops a
+// connection whose Close failed), after closeSettle: see releaseSettled.
 func (c *budgetConn) Close() error {
 	err := c.inner.Close()
 	if c.released.CompareAndSwap(false, true) {
-		c.pool.budget.release()
+		c.pool.budget.releaseSettled()
 	}
 	return err
 }
@@ -119,7 +119,7 @@ func (c *budgetConn) Close() error {
 func (c *budgetConn) Prepare(query string) (driver.Stmt, error) { return c.inner.Prepare(query) }
 
 //lint:ignore SA1019 driver.Conn requires Begin; database/sql calls BeginTx.
-func (c *budgetConn) Begin() (driver.Tx, error) { return c.inner.Begin() } //nolint:staticcheck
+func (c *budgetConn) Begin() (driver.Tx, error) { return c.inner.Begin() }
 
 // IsValid is called by database/sql when a connection is put back in its
 // pool. While a connection of the budget is awaited, it reports the
@@ -157,7 +157,7 @@ func (c *budgetConn) ExecContext(ctx context.Context, query string, args []drive
 		return e.ExecContext(ctx, query, args)
 	}
 	//lint:ignore SA1019 database/sql uses a driver's Execer when it lacks ExecerContext.
-	e, ok := c.inner.(driver.Execer) //nolint:staticcheck
+	e, ok := c.inner.(driver.Execer)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
@@ -176,7 +176,7 @@ func (c *budgetConn) QueryContext(ctx context.Context, query string, args []driv
 		return q.QueryContext(ctx, query, args)
 	}
 	//lint:ignore SA1019 database/sql uses a driver's Queryer when it lacks QueryerContext.
-	q, ok := c.inner.(driver.Queryer) //nolint:staticcheck
+	q, ok := c.inner.(driver.Queryer)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
@@ -214,7 +214,7 @@ func (c *budgetConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 		return nil, errors.New("sql: driver does not support read-only transactions")
 	}
 	//lint:ignore SA1019 the fallback of database/sql for a driver without BeginTx.
-	tx, err := c.inner.Begin() //nolint:staticcheck
+	tx, err := c.inner.Begin()
 	if err == nil && ctx.Err() != nil {
 		tx.Rollback()
 		return nil, ctx.Err()

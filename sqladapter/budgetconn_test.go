@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // bareConn implements only driver.Conn, with Execer and Queryer neither.
@@ -157,23 +159,34 @@ func TestBudgetConnForwardsOptionalInterfaces(t *testing.T) {
 
 // Close gives the budget back once, however often it is called.
 func TestBudgetConnCloseReleasesOnce(t *testing.T) {
-	c, b := connectUnderBudget(t, &bareConn{})
-	if n := b.held.Load(); n != 1 {
-		t.Fatalf("held = %d after Connect; want 1", n)
-	}
-	c.Close()
-	c.Close()
-	if n := b.held.Load(); n != 0 {
-		t.Errorf("held = %d after two Closes; want 0", n)
-	}
-	if !b.sem.TryAcquire(1) || b.sem.TryAcquire(1) {
-		t.Errorf("semaphore does not have exactly one free place")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		c, b := connectUnderBudget(t, &bareConn{})
+		if n := b.held.Load(); n != 1 {
+			t.Fatalf("held = %d after Connect; want 1", n)
+		}
+		c.Close()
+		c.Close()
+		if n := b.held.Load(); n != 1 {
+			t.Errorf("held = %d at once after Close; want 1 until the session has ended", n)
+		}
+		time.Sleep(closeSettle)
+		synctest.Wait()
+		if n := b.held.Load(); n != 0 {
+			t.Errorf("held = %d after two Closes; want 0", n)
+		}
+		if !b.sem.TryAcquire(1) || b.sem.TryAcquire(1) {
+			t.Errorf("semaphore does not have exactly one free place")
+		}
+	})
 }
 
 // A driver with neither ExecerContext nor Execer works through database/sql
 // under a budget: database/sql prepares when the wrapper answers ErrSkip.
 func TestBudgetBareDriverThroughDatabaseSQL(t *testing.T) {
+	synctest.Test(t, testBareDriverThroughDatabaseSQL)
+}
+
+func testBareDriverThroughDatabaseSQL(t *testing.T) {
 	inner := &bareConn{}
 	b := newBudget(1)
 	p := b.open(oneConnector{inner}, DefaultPoolSettings())
@@ -187,6 +200,8 @@ func TestBudgetBareDriverThroughDatabaseSQL(t *testing.T) {
 	if err := p.db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(closeSettle)
+	synctest.Wait()
 	if n := b.held.Load(); n != 0 {
 		t.Errorf("held = %d after DB.Close; want 0", n)
 	}
