@@ -84,20 +84,21 @@
 // place per connection. Each pool is opened over a driver.Connector that
 // wraps the driver's: its Connect takes a place before it connects (and
 // gives it back if the connect fails), and the connection it returns gives
-// the place back once, when database/sql closes it, whatever the reason:
-// idle or lifetime limits, a bad connection, a pool closed after eviction,
-// or Close. The wrapped connection implements every optional interface
+// the place back once, 10ms after database/sql closes it, whatever the
+// reason: idle or lifetime limits, a bad connection, a pool closed after
+// eviction, or Close. The 10ms let the server end the session, so that the
+// server itself never counts more connections than the budget. The wrapped connection implements every optional interface
 // database/sql looks for, answering as database/sql does when the driver's
 // connection lacks one, and leaves statements, transactions and rows
 // unwrapped.
 //
 // When the budget is full, a connection that is needed:
 //
-//  1. takes idle connections back from other tenants, least recently used
-//     tenant first: the pool's idle connections are closed
-//     (SetMaxIdleConns(0), then its setting again), one tenant after
-//     another until a place is free;
-//  2. otherwise waits, first come first served, for a connection to be
+//  1. takes idle connections back from another tenant, the least recently
+//     used one that has any: that pool's idle connections are closed
+//     (SetMaxIdleConns(0), then its setting again) and their places go, in
+//     order, to those waiting;
+//  2. then waits, first come first served, for a connection to be
 //     closed. While anyone waits, a connection put back in any pool is
 //     closed instead of kept idle (its driver.Validator answers false), so
 //     its place goes to the first waiter at once: a tenant that holds no

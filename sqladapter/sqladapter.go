@@ -76,9 +76,10 @@ type Options[K comparable] struct {
 	// MaxOpenConns are.
 	//
 	// A connection is counted from the moment its pool starts opening it
-	// until database/sql closes it. When the budget is full, opening a
-	// connection first closes idle connections of other tenants, least
-	// recently used tenant first, then waits, first come first served,
+	// until 10ms after database/sql closes it (the server's teardown). When
+	// the budget is full, opening a connection first closes the idle
+	// connections of the least recently used other tenant that has any,
+	// then waits, first come first served,
 	// until a connection is closed; while anyone waits, connections put
 	// back in a pool are closed instead of kept idle. The wait honours the
 	// context of the query (or of the build's ping); when that context
