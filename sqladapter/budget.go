@@ -26,13 +26,14 @@ import (
 var ErrBudgetWait = errors.New("sqladapter: no connection of the MaxTotalConns budget became free")
 
 // budget bounds the connections that all pools of one cache hold open at
-// once. It is safe for concurrent use; it has no goroutine of its own.
+// once. It is safe for concurrent use. It has no goroutine of its own; the
+// only code that runs later is a timer's release (releaseSettled).
 type budget struct {
 	max   int64
 	sem   *semaphore.Weighted // one unit per open connection, FIFO for waiters
 	epoch time.Time           // origin of budgetPool.lastUse
 
-	held       atomic.Int64 // connections open now (units taken from sem)
+	held       atomic.Int64 // units taken from sem: connections open, or closed less than closeSettle ago
 	waiting    atomic.Int64 // callers of acquire that have not got a unit yet
 	waits      atomic.Int64 // acquires that found the budget full
 	waitNanos  atomic.Int64 // total time those acquires waited
@@ -65,7 +66,7 @@ func newBudget(max int) *budget {
 func (p *budgetPool) touch() { p.lastUse.Store(int64(time.Since(p.budget.epoch))) }
 
 // open returns a new pool over inner whose connections are counted in b,
-// with settings applied; register adds it to the pools reclaims look at.
+// with settings applied, and adds it to the pools reclaims look at.
 func (b *budget) open(inner driver.Connector, settings PoolSettings) *budgetPool {
 	p := &budgetPool{budget: b, maxIdle: settings.MaxIdleConns}
 	p.db = sql.OpenDB(&budgetConnector{inner: inner, pool: p})
@@ -173,7 +174,8 @@ type BudgetStats struct {
 	// and every other field is zero.
 	MaxTotalConns int
 	// Held is the number of connections open now in all pools of the cache,
-	// evicted pools still draining included.
+	// evicted pools still draining included, and of those closed in the
+	// last 10ms, while the server ends their sessions.
 	Held int
 	// Waiting is the number of connections being waited for now.
 	Waiting int
