@@ -40,4 +40,27 @@
 // [Options.HealthCheck] to have the cache PING idle clients and evict those
 // that do not answer, or call [rescache.Cache.Invalidate] when a command
 // fails in a way that means the tenant's configuration changed.
+//
+// # Connection budget
+//
+// [Options.MaxTotalConns] (and [UniversalOptions.MaxTotalConns]) bounds the
+// connections that all clients of a cache hold open at once, as the server
+// counts them: every client's pool, Pub/Sub, cluster node and sentinel
+// connections, evicted clients still draining included. The budget is a
+// FIFO semaphore (golang.org/x/sync/semaphore) with one place per
+// connection, taken in the client's go-redis Dialer (the tenant's own
+// Dialer, or go-redis's, is wrapped) and given back once, when the
+// connection is closed and the server has closed its side.
+//
+// A dial that finds the budget full closes idle connections of other
+// tenants, least recently used tenant first, and waits, first come first
+// served, looking again for idle connections every 10ms, until a place is
+// free or its context ends. go-redis dials in the background under
+// DialTimeout; a command whose context ends while its client's dial waits
+// fails with an error that matches [ErrBudgetWait] and the context's error.
+// A connection counts as idle once its last reply was read over 50ms ago
+// with nothing under way on it; go-redis finds a reclaimed connection
+// closed when it next takes it from its pool, drops it and retries the
+// command on a new connection, before sending anything on the old one.
+// [PoolBudget] reports the budget's figures.
 package redisadapter

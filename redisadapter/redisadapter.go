@@ -45,6 +45,37 @@ type Options[K comparable] struct {
 	// default: false, no health checks.
 	HealthCheck bool
 
+	// MaxTotalConns is the most connections that all clients of the cache
+	// together hold open at once: each client's pool, its Pub/Sub
+	// connections and, for cluster and failover clients, the connections
+	// to every node and sentinel, counting clients that were evicted and
+	// are still draining. Set it below the server's maxclients minus what
+	// other clients need. It works through go-redis's Dialer: a
+	// Dialer of the tenant's options is kept and wrapped.
+	//
+	// A dial that finds the budget full closes idle connections of other
+	// tenants, least recently used tenant first (a connection is idle when
+	// its last reply was read over 50ms ago and nothing is under way on
+	// it; go-redis finds it closed when it next takes it from its pool,
+	// drops it and dials again), then waits, first come first served,
+	// until a connection is closed or the dial's context ends: go-redis
+	// bounds a dial by DialTimeout (default 5s). A wait that ends fails the
+	// command with an error that matches [ErrBudgetWait] and the context's
+	// error. A Pub/Sub connection with no Receive under way counts as
+	// idle: go-redis reconnects and subscribes again, and messages
+	// published meanwhile are lost.
+	//
+	// A caller that holds a connection while it needs another (a
+	// transaction on a pinned connection, a subscription, then a command
+	// through the pool) can deadlock when every connection of the budget is
+	// held that way: each waits for a connection only the others can free.
+	// Keep the budget above the number of such callers at once, and give
+	// commands a deadline.
+	//
+	// default: 0, no budget: each client holds up to its PoolSize
+	// connections (go-redis: 10 per GOMAXPROCS) plus Pub/Sub.
+	MaxTotalConns int
+
 	// Cache configures the cache of clients. When Cache.Close is nil a
 	// client leaving the cache is closed with its Close method, which closes
 	// its connections.
@@ -65,7 +96,7 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], erro
 	if opts.Client == nil {
 		return nil, errors.New("redisadapter: Options.Client is nil")
 	}
-	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString)
+	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns)
 	if err != nil {
 		return nil, err
 	}
@@ -89,24 +120,50 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], erro
 		if addr == "" {
 			addr = "localhost:6379" // the go-redis default
 		}
-		return open(ctx, b, key, addr, secrets, func() *redis.Client { return redis.NewClient(&opt) })
+		var bc *budgetClient
+		if b.budget != nil {
+			base := opt.Dialer
+			if base == nil {
+				// go-redis's own dialer, which reads DialTimeout and
+				// TLSConfig from opt once NewClient has set its defaults.
+				base = redis.NewDialer(&opt)
+			}
+			bc = b.budget.newClient(base)
+			opt.Dialer = bc.dial
+		}
+		return open(ctx, b, key, addr, secrets, bc, func() *redis.Client { return redis.NewClient(&opt) })
 	}
-	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck)
+	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck, b.budget)
 	if err != nil {
 		return nil, err
 	}
-	return rescache.New(build, &cacheOpts)
+	c, err := rescache.New(build, &cacheOpts)
+	if err != nil {
+		return nil, err
+	}
+	if b.budget != nil {
+		registerBudget(c, b.budget)
+	}
+	return c, nil
 }
 
 // builder holds what the build functions of [New] and [NewUniversal] share.
 type builder[K comparable] struct {
 	pingTimeout time.Duration  // > 0
 	keyString   func(K) string // never nil
+	budget      *budget        // nil without MaxTotalConns
 }
 
-func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) string) (*builder[K], error) {
+func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) string, maxTotalConns int) (*builder[K], error) {
 	if pingTimeout < 0 {
 		return nil, fmt.Errorf("redisadapter: PingTimeout is negative (%v)", pingTimeout)
+	}
+	if maxTotalConns < 0 {
+		return nil, fmt.Errorf("redisadapter: MaxTotalConns is negative (%d)", maxTotalConns)
+	}
+	var bud *budget
+	if maxTotalConns > 0 {
+		bud = newBudget(maxTotalConns)
 	}
 	if pingTimeout == 0 {
 		pingTimeout = DefaultPingTimeout
@@ -114,7 +171,7 @@ func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) strin
 	if keyString == nil {
 		keyString = func(k K) string { return fmt.Sprint(k) }
 	}
-	return &builder[K]{pingTimeout: pingTimeout, keyString: keyString}, nil
+	return &builder[K]{pingTimeout: pingTimeout, keyString: keyString, budget: bud}, nil
 }
 
 // fail returns the [*BuildError] of key.
@@ -125,11 +182,21 @@ func (b *builder[K]) fail(key K, addr string, secrets []string, err error) error
 // open creates a client with newClient and PINGs it within b.pingTimeout.
 // On failure it closes the client, waits until its PING has returned, and
 // returns a [*BuildError]; nothing of the client is left running.
-func open[K comparable, C redis.UniversalClient](ctx context.Context, b *builder[K], key K, addr string, secrets []string, newClient func() C) (C, error) {
+//
+// Under a budget, bc is the client's dialer: open binds it to the client,
+// or takes it out of the budget when the build fails.
+func open[K comparable, C redis.UniversalClient](ctx context.Context, b *builder[K], key K, addr string, secrets []string, bc *budgetClient, newClient func() C) (C, error) {
 	var zero C
 	c, err := create(newClient)
 	if err != nil {
+		if bc != nil {
+			b.budget.forgetClient(bc)
+		}
 		return zero, b.fail(key, addr, secrets, err)
+	}
+	if bc != nil {
+		b.budget.bind(c, bc)
+		c.AddHook(budgetHook{client: bc})
 	}
 	pctx, cancel := context.WithTimeoutCause(ctx, b.pingTimeout,
 		fmt.Errorf("no reply to PING within %v: %w", b.pingTimeout, context.DeadlineExceeded))
@@ -150,6 +217,9 @@ func open[K comparable, C redis.UniversalClient](ctx context.Context, b *builder
 		err = context.Cause(pctx)
 	}
 	if err != nil {
+		if bc != nil {
+			b.budget.forget(c)
+		}
 		return zero, b.fail(key, addr, secrets, fmt.Errorf("ping: %w", err))
 	}
 	return c, nil
@@ -170,7 +240,9 @@ func create[C any](newClient func() C) (c C, err error) {
 // closes the client, and HealthCheck PINGs it when healthCheck is set and o
 // has no HealthCheck of its own. It reports a health-check interval set
 // without a check, in the words of this package's options.
-func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C], healthCheck bool) (rescache.Options[K, C], error) {
+//
+// Under a budget, Close also takes the client out of the budget.
+func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C], healthCheck bool, bud *budget) (rescache.Options[K, C], error) {
 	if !healthCheck && o.HealthCheck == nil && (o.HealthCheckInterval > 0 || o.HealthCheckTimeout > 0) {
 		return o, errors.New("redisadapter: Cache.HealthCheckInterval or Cache.HealthCheckTimeout is set but health checks are off; set HealthCheck to PING idle clients")
 	}
@@ -179,6 +251,14 @@ func cacheOptions[K comparable, C redis.UniversalClient](o rescache.Options[K, C
 	}
 	if healthCheck && o.HealthCheck == nil {
 		o.HealthCheck = func(ctx context.Context, _ K, c C) error { return ping(ctx, c) }
+	}
+	if bud != nil {
+		closeClient := o.Close
+		o.Close = func(key K, c C) error {
+			err := closeClient(key, c)
+			bud.forget(c)
+			return err
+		}
 	}
 	return o, nil
 }

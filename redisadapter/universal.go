@@ -1,6 +1,7 @@
 package redisadapter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -40,6 +41,13 @@ type UniversalOptions[K comparable] struct {
 	// default: false, no health checks.
 	HealthCheck bool
 
+	// MaxTotalConns is the most connections that all clients of the cache
+	// together hold open at once, node, sentinel and Pub/Sub connections
+	// included, as [Options.MaxTotalConns] describes.
+	//
+	// default: 0, no budget.
+	MaxTotalConns int
+
 	// Cache configures the cache of clients. When Cache.Close is nil a
 	// client leaving the cache is closed with its Close method.
 	//
@@ -60,7 +68,7 @@ func NewUniversal[K comparable](opts UniversalOptions[K]) (*rescache.Cache[K, re
 	if opts.Client == nil {
 		return nil, errors.New("redisadapter: UniversalOptions.Client is nil")
 	}
-	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString)
+	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +101,29 @@ func NewUniversal[K comparable](opts UniversalOptions[K]) (*rescache.Cache[K, re
 		if addr == "" {
 			addr = "127.0.0.1:6379" // the go-redis default
 		}
-		return open(ctx, b, key, addr, secrets, func() redis.UniversalClient { return redis.NewUniversalClient(&opt) })
+		var bc *budgetClient
+		if b.budget != nil {
+			base := opt.Dialer
+			if base == nil {
+				// go-redis's own dialer, with the universal options' dial
+				// timeout and TLS, as each node's client would build it.
+				base = redis.NewDialer(&redis.Options{DialTimeout: cmp.Or(opt.DialTimeout, 5*time.Second), TLSConfig: opt.TLSConfig})
+			}
+			bc = b.budget.newClient(base)
+			opt.Dialer = bc.dial
+		}
+		return open(ctx, b, key, addr, secrets, bc, func() redis.UniversalClient { return redis.NewUniversalClient(&opt) })
 	}
-	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck)
+	cacheOpts, err := cacheOptions(opts.Cache, opts.HealthCheck, b.budget)
 	if err != nil {
 		return nil, err
 	}
-	return rescache.New(build, &cacheOpts)
+	c, err := rescache.New(build, &cacheOpts)
+	if err != nil {
+		return nil, err
+	}
+	if b.budget != nil {
+		registerBudget(c, b.budget)
+	}
+	return c, nil
 }

@@ -8,7 +8,8 @@
 //		DSN: func(ctx context.Context, tenant string) (string, error) {
 //			return "postgres://app@db:5432/" + tenant, nil
 //		},
-//		Cache: rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
+//		MaxTotalConns: 80, // all pools together, below the server's limit
+//		Cache:         rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
 //	})
 //	...
 //	db, release, err := tenants.Acquire(ctx, tenant)
@@ -71,10 +72,50 @@
 // ping fails, for example after a database server restarted. The next
 // request for such a tenant opens a fresh pool.
 //
+// # Connection budget
+//
+// MaxEntries bounds pools, not connections: a cache of 100 pools of 10
+// connections each can open 1,000, and pools evicted while leased keep
+// theirs until their last lease is released. [Options.MaxTotalConns] bounds
+// the total: the connections that all pools of the cache hold open at
+// once, draining pools included, never exceed it.
+//
+// The budget is a FIFO semaphore (golang.org/x/sync/semaphore) with one
+// place per connection. Each pool is opened over a driver.Connector that
+// wraps the driver's: its Connect takes a place before it connects (and
+// gives it back if the connect fails), and the connection it returns gives
+// the place back once, 10ms after database/sql closes it, whatever the
+// reason: idle or lifetime limits, a bad connection, a pool closed after
+// eviction, or Close. The 10ms let the server end the session, so that the
+// server itself never counts more connections than the budget. The wrapped connection implements every optional interface
+// database/sql looks for, answering as database/sql does when the driver's
+// connection lacks one, and leaves statements, transactions and rows
+// unwrapped.
+//
+// When the budget is full, a connection that is needed:
+//
+//  1. takes idle connections back from another tenant, the least recently
+//     used one that has any: that pool's idle connections are closed
+//     (SetMaxIdleConns(0), then its setting again) and their places go, in
+//     order, to those waiting;
+//  2. then waits, first come first served, for a connection to be
+//     closed. While anyone waits, a connection put back in any pool is
+//     closed instead of kept idle (its driver.Validator answers false), so
+//     its place goes to the first waiter at once: a tenant that holds no
+//     connection does not starve while others keep idle ones;
+//  3. gives up when the context of the query ends (for a build, its ping's
+//     PingTimeout): the query fails with an error that matches
+//     [ErrBudgetWait] and the context's error.
+//
+// Set the budget below what the server allows the application, and see
+// [Options.MaxTotalConns] for the deadlock of a request that needs two
+// connections at once. [PoolBudget] reports the budget's figures.
+//
 // # Statistics
 //
-// [PoolStats] reports [sql.DBStats] of every open tenant pool.
+// [PoolStats] reports [sql.DBStats] of every open tenant pool, and
+// [PoolBudget] the figures of the connection budget.
 //
-// The package imports only the standard library and rescache: the program
-// imports the database/sql drivers it needs.
+// The package imports only the standard library, rescache and
+// golang.org/x/sync: the program imports the database/sql drivers it needs.
 package sqladapter

@@ -38,6 +38,7 @@ type fakeServer struct {
 	down     atomic.Bool  // connects and pings fail
 	block    atomic.Bool  // connects wait for their context to end
 	open     atomic.Int64 // connections open now
+	peak     atomic.Int64 // most connections open at once
 	connects atomic.Int64 // successful connects so far
 }
 
@@ -96,7 +97,9 @@ func (c *fakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if c.srv.down.Load() {
 		return nil, fmt.Errorf("fake: connect to %s: connection refused", c.dsn)
 	}
-	c.srv.open.Add(1)
+	n := c.srv.open.Add(1)
+	for p := c.srv.peak.Load(); n > p && !c.srv.peak.CompareAndSwap(p, n); p = c.srv.peak.Load() {
+	}
 	c.srv.connects.Add(1)
 	return &fakeConn{srv: c.srv}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rescache/rescache"
@@ -64,6 +65,46 @@ type Options[K comparable] struct {
 	//
 	// default: false, no health checks.
 	HealthCheck bool
+
+	// MaxTotalConns is the most connections that all pools of the cache
+	// together hold open at once, counting pools that were evicted and
+	// are still draining (closed once their last lease is released). Set
+	// it below what the database server allows the application (for
+	// PostgreSQL, max_connections minus superuser_reserved_connections,
+	// minus what other clients need), so that a burst of tenants cannot
+	// exhaust the server whatever MaxEntries and each tenant's
+	// MaxOpenConns are.
+	//
+	// A connection is counted from the moment its pool starts opening it
+	// until 10ms after database/sql closes it (the server's teardown). When
+	// the budget is full, opening a connection first closes the idle
+	// connections of the least recently used other tenant that has any,
+	// then waits, first come first served,
+	// until a connection is closed; while anyone waits, connections put
+	// back in a pool are closed instead of kept idle. The wait honours the
+	// context of the query (or of the build's ping); when that context
+	// ends, the query fails with an error that matches [ErrBudgetWait] and
+	// the context's error. The package documentation describes the
+	// mechanism.
+	//
+	// A request that holds a connection while it needs a second one, from
+	// its own pool or another tenant's (a transaction open while it reads
+	// through the pool, or a query under one tenant's rows that asks
+	// another tenant), can deadlock: once every connection of the budget
+	// is held by such requests, each waits for a connection that only the
+	// others can free. database/sql documents the same for one pool and
+	// MaxOpenConns; the budget extends it across tenants. Give such
+	// requests a context deadline, so that the deadlock ends in
+	// ErrBudgetWait errors, or do not hold a connection while asking for
+	// another.
+	//
+	// With a budget, connections of the driver are wrapped: code that
+	// reaches a driver connection through sql.Conn.Raw gets a wrapper whose
+	// Unwrap() driver.Conn method returns the driver's own.
+	//
+	// default: 0, no budget: the cache holds at most MaxEntries (or an
+	// unbounded number of) pools times each pool's MaxOpenConns.
+	MaxTotalConns int
 
 	// Cache configures the cache: MaxEntries, IdleTimeout, BuildTimeout,
 	// ErrorTTL, hooks. KeyString, if set, also formats tenants in errors.
@@ -163,9 +204,20 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *sql.DB], error) {
 	if opts.HealthCheck && co.HealthCheck == nil {
 		co.HealthCheck = func(ctx context.Context, _ K, db *sql.DB) error { return db.PingContext(ctx) }
 	}
+	if a.budget != nil {
+		closePool := co.Close
+		co.Close = func(key K, db *sql.DB) error {
+			err := closePool(key, db)
+			a.budget.forget(db)
+			return err
+		}
+	}
 	c, err := rescache.New(a.build, &co)
 	if err != nil {
 		return nil, fmt.Errorf("sqladapter: %w", err)
+	}
+	if a.budget != nil {
+		registerBudget(c, a.budget)
 	}
 	return c, nil
 }
@@ -180,6 +232,11 @@ type adapter[K comparable] struct {
 	pingTimeout time.Duration
 	init        func(context.Context, K, *sql.DB) error
 	keyString   func(K) string
+	budget      *budget // nil without Options.MaxTotalConns
+
+	// drv is the driver named by Options.Driver, found by the first build
+	// that opens a pool under a budget.
+	drv atomic.Pointer[driver.Driver]
 }
 
 func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
@@ -196,6 +253,9 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 	if opts.Connector == nil && !slices.Contains(sql.Drivers(), opts.Driver) {
 		return nil, fmt.Errorf("sqladapter: unknown driver %q (registered: %q; is the driver package imported?)", opts.Driver, sql.Drivers())
 	}
+	if opts.MaxTotalConns < 0 {
+		return nil, fmt.Errorf("sqladapter: Options.MaxTotalConns is negative (%d)", opts.MaxTotalConns)
+	}
 	if opts.PingTimeout < 0 {
 		return nil, fmt.Errorf("sqladapter: Options.PingTimeout is negative (%v)", opts.PingTimeout)
 	}
@@ -207,6 +267,9 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 		pingTimeout: opts.PingTimeout,
 		init:        opts.Init,
 		keyString:   opts.Cache.KeyString,
+	}
+	if opts.MaxTotalConns > 0 {
+		a.budget = newBudget(opts.MaxTotalConns)
 	}
 	if a.pingTimeout == 0 {
 		a.pingTimeout = DefaultPingTimeout
@@ -220,19 +283,23 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 // build opens, configures, pings and initialises the pool of key. On any
 // failure it closes what it opened and returns an *Error.
 func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
-	db, dsn, err := a.open(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	fail := func(op string, err error) (*sql.DB, error) {
-		db.Close()
-		return nil, a.errorf(key, op, dsn, err)
-	}
 	settings := DefaultPoolSettings()
 	if a.pool != nil {
 		settings = a.pool(key).withDefaults()
 	}
-	settings.apply(db)
+	db, dsn, err := a.open(ctx, key, settings)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(op string, err error) (*sql.DB, error) {
+		// The build's error is the one to report; a failure to close a
+		// pool that never served a query adds nothing to it.
+		_ = db.Close()
+		if a.budget != nil {
+			a.budget.forget(db)
+		}
+		return nil, a.errorf(key, op, dsn, err)
+	}
 
 	pctx, cancel := context.WithTimeout(ctx, a.pingTimeout)
 	err = db.PingContext(pctx)
@@ -248,9 +315,10 @@ func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
 	return db, nil
 }
 
-// open returns the tenant's new, unconnected pool and the DSN it was opened
-// with ("" for a Connector).
-func (a *adapter[K]) open(ctx context.Context, key K) (*sql.DB, string, error) {
+// open returns the tenant's new, unconnected pool with settings applied,
+// and the DSN it was opened with ("" for a Connector). Under a budget the
+// pool's connector is wrapped so that its connections are counted.
+func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings) (*sql.DB, string, error) {
 	if a.connector != nil {
 		c, err := a.connector(ctx, key)
 		if err != nil {
@@ -259,7 +327,7 @@ func (a *adapter[K]) open(ctx context.Context, key K) (*sql.DB, string, error) {
 		if c == nil {
 			return nil, "", a.errorf(key, "connector", "", errors.New("Options.Connector returned a nil driver.Connector"))
 		}
-		return sql.OpenDB(c), "", nil
+		return a.openDB(c, settings), "", nil
 	}
 	dsn, err := a.dsn(ctx, key)
 	if err != nil {
@@ -268,11 +336,53 @@ func (a *adapter[K]) open(ctx context.Context, key K) (*sql.DB, string, error) {
 	if dsn == "" {
 		return nil, "", a.errorf(key, "dsn", "", errors.New("Options.DSN returned an empty data source name"))
 	}
-	db, err := sql.Open(a.driver, dsn)
+	if a.budget == nil {
+		db, err := sql.Open(a.driver, dsn)
+		if err != nil {
+			return nil, "", a.errorf(key, "open", dsn, err)
+		}
+		settings.apply(db)
+		return db, dsn, nil
+	}
+	c, err := a.dsnConnector(dsn)
 	if err != nil {
 		return nil, "", a.errorf(key, "open", dsn, err)
 	}
-	return db, dsn, nil
+	return a.openDB(c, settings), dsn, nil
+}
+
+// openDB opens the pool of connector c with settings applied, under the
+// budget if there is one.
+func (a *adapter[K]) openDB(c driver.Connector, settings PoolSettings) *sql.DB {
+	if a.budget != nil {
+		return a.budget.open(c, settings).db
+	}
+	db := sql.OpenDB(c)
+	settings.apply(db)
+	return db
+}
+
+// dsnConnector returns the connector of dsn that sql.Open would use: the
+// driver's own if it implements driver.DriverContext, else one that calls
+// its Open. database/sql has no lookup of a driver by name, so the first
+// call finds the driver through a pool opened and closed at once.
+func (a *adapter[K]) dsnConnector(dsn string) (driver.Connector, error) {
+	d := a.drv.Load()
+	if d == nil {
+		db, err := sql.Open(a.driver, dsn)
+		if err != nil {
+			return nil, err
+		}
+		drv := db.Driver()
+		// The pool never connected: closing it only stops its opener.
+		_ = db.Close()
+		a.drv.Store(&drv)
+		d = &drv
+	}
+	if dc, ok := (*d).(driver.DriverContext); ok {
+		return dc.OpenConnector(dsn)
+	}
+	return dsnConnector{dsn: dsn, driver: *d}, nil
 }
 
 func (a *adapter[K]) errorf(key K, op, dsn string, err error) *Error {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -493,5 +494,22 @@ func TestPoolStats(t *testing.T) {
 	c.Invalidate("globex")
 	if got := sqladapter.PoolStats(c); len(got) != 1 {
 		t.Errorf("PoolStats() after Invalidate = %v; want acme only", got)
+	}
+}
+
+// checkTenantError checks that err is an *sqladapter.Error naming tenant and
+// op.
+func checkTenantError(t *testing.T, err error, tenant, op string) {
+	t.Helper()
+	var e *sqladapter.Error
+	if !errors.As(err, &e) {
+		t.Errorf("Get(%s) error = %v; want an *sqladapter.Error", tenant, err)
+		return
+	}
+	if e.Tenant != tenant || e.Op != op {
+		t.Errorf("Get(%s) error names tenant %q, op %q; want %q, %q", tenant, e.Tenant, e.Op, tenant, op)
+	}
+	if want := fmt.Sprintf("sqladapter: tenant %q: %s: ", tenant, op); !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Get(%s) error = %q; want prefix %q", tenant, err, want)
 	}
 }

@@ -5,12 +5,13 @@
 //	go run ./examples/tenantserver                  # SQLite files under $TMPDIR/rescache-tenants
 //	go run ./examples/tenantserver -postgres 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 //
-//	curl -X POST -d '{"body":"hello"}' localhost:8080/t/acme/notes
+//	curl -H 'Content-Type: application/json' -d '{"body":"hello"}' localhost:8080/t/acme/notes
 //	curl localhost:8080/t/acme/notes
 //	curl localhost:8080/stats
 //
 // SIGINT or SIGTERM stops it gracefully: requests in flight finish, then
-// every tenant pool is closed.
+// every tenant pool is closed. go run does not pass SIGTERM on to the
+// program it runs: stop it with Ctrl-C, or build it first.
 package main
 
 import (
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	fs.StringVar(&cfg.DBPrefix, "db-prefix", "tenant_", "PostgreSQL: prefix of the tenant database names")
 	fs.IntVar(&cfg.MaxTenants, "max-tenants", 100, "tenant pools open at once")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close the pool of a tenant unused this long")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "connection budget of all tenant pools; 0: PostgreSQL's max_connections - reserved - headroom (none with SQLite); -1: none")
+	fs.IntVar(&cfg.ConnHeadroom, "conn-headroom", 10, "PostgreSQL connections the derived budget leaves to other clients")
 	debug := fs.Bool("debug", false, "log the cache's lifecycle events")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -80,6 +83,14 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
+	switch b := srv.Budget(); {
+	case b.Derived:
+		log.Info("connection budget", "max_conns", b.MaxConns, "from", fmt.Sprintf("max_connections %d - reserved %d - headroom %d", b.MaxConnections, b.Reserved, b.Headroom))
+	case b.MaxConns > 0:
+		log.Info("connection budget", "max_conns", b.MaxConns, "from", "-max-conns")
+	default:
+		log.Info("connection budget", "max_conns", "none")
+	}
 	if cfg.PostgresDSN != "" {
 		log.Info("serving", "addr", ln.Addr().String(), "postgres", sqladapter.RedactDSN(cfg.PostgresDSN), "db_prefix", cfg.DBPrefix)
 	} else {

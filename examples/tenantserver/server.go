@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"os"
@@ -57,6 +61,23 @@ type Config struct {
 	// default: 10m.
 	IdleTimeout time.Duration
 
+	// MaxConns is the connection budget of the tenant pools
+	// (sqladapter.Options.MaxTotalConns): the most connections all of them
+	// hold at once. Zero derives it from a PostgreSQL server:
+	// max_connections minus superuser_reserved_connections (and
+	// reserved_connections, PostgreSQL 16 and later) minus ConnHeadroom;
+	// with SQLite zero means no budget. A negative value means no budget.
+	//
+	// default: 0, derived from PostgreSQL.
+	MaxConns int
+
+	// ConnHeadroom is what the derived budget leaves to other clients of
+	// the PostgreSQL server (the server's own admin pool of 2 connections,
+	// psql, migrations, monitoring).
+	//
+	// default: 10.
+	ConnHeadroom int
+
 	// Logger receives the server's and the cache's logs.
 	//
 	// default: nil, no logs.
@@ -72,6 +93,20 @@ type Server struct {
 	admin   *sql.DB // PostgreSQL only: creates tenant databases
 	dialect dialect
 	log     *slog.Logger
+	budget  Budget
+}
+
+// Budget is the connection budget of a [Server] and where it comes from.
+type Budget struct {
+	// MaxConns is the budget; 0 means none.
+	MaxConns int
+	// Derived tells whether MaxConns was derived from the server, from the
+	// figures below.
+	Derived bool
+	// MaxConnections, Reserved and Headroom are the server's
+	// max_connections, its reserved connections (superuser and, from
+	// PostgreSQL 16, reserved_connections) and Config.ConnHeadroom.
+	MaxConnections, Reserved, Headroom int
 }
 
 // dialect holds the SQL that differs between SQLite and PostgreSQL.
@@ -117,6 +152,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
+	if cfg.ConnHeadroom == 0 {
+		cfg.ConnHeadroom = 10
+	}
 	s := &Server{mux: http.NewServeMux(), log: cfg.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -148,6 +186,17 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 		admin.SetMaxOpenConns(2)
 		s.admin = admin
+		switch {
+		case cfg.MaxConns > 0:
+			s.budget = Budget{MaxConns: cfg.MaxConns}
+		case cfg.MaxConns == 0:
+			b, err := deriveBudget(admin, cfg.ConnHeadroom)
+			if err != nil {
+				admin.Close()
+				return nil, fmt.Errorf("tenantserver: deriving the connection budget from %s (set -max-conns to skip): %w", sqladapter.RedactDSN(cfg.PostgresDSN), err)
+			}
+			s.budget = b
+		}
 		s.dialect = postgresDialect
 		opts.Driver = "pgx"
 		opts.DSN = func(ctx context.Context, tenant string) (string, error) {
@@ -160,6 +209,9 @@ func NewServer(cfg Config) (*Server, error) {
 			return u.String(), nil
 		}
 	} else {
+		if cfg.MaxConns > 0 {
+			s.budget = Budget{MaxConns: cfg.MaxConns}
+		}
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("tenantserver: %w", err)
 		}
@@ -170,6 +222,7 @@ func NewServer(cfg Config) (*Server, error) {
 				"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", nil
 		}
 	}
+	opts.MaxTotalConns = s.budget.MaxConns
 	tenants, err := sqladapter.New(opts)
 	if err != nil {
 		if s.admin != nil {
@@ -186,6 +239,7 @@ func NewServer(cfg Config) (*Server, error) {
 	reg.MustRegister(
 		promcollector.New("tenants", tenants),
 		promcollector.NewSQLPools("tenants", tenants, nil),
+		promcollector.NewSQLBudget("tenants", tenants),
 	)
 
 	s.mux.HandleFunc("GET /t/{tenant}/notes", s.listNotes)
@@ -194,6 +248,30 @@ func NewServer(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s, nil
 }
+
+// deriveBudget returns the budget that leaves headroom connections of the
+// PostgreSQL server of admin to other clients.
+func deriveBudget(admin *sql.DB, headroom int) (Budget, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := Budget{Derived: true, Headroom: headroom}
+	// reserved_connections exists from PostgreSQL 16; missing_ok makes it
+	// NULL before.
+	err := admin.QueryRowContext(ctx, `SELECT current_setting('max_connections')::int,
+		current_setting('superuser_reserved_connections')::int
+		+ coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0)`).Scan(&b.MaxConnections, &b.Reserved)
+	if err != nil {
+		return Budget{}, err
+	}
+	b.MaxConns = b.MaxConnections - b.Reserved - headroom
+	if b.MaxConns < 1 {
+		return Budget{}, fmt.Errorf("max_connections %d - reserved %d - headroom %d leaves no connection", b.MaxConnections, b.Reserved, headroom)
+	}
+	return b, nil
+}
+
+// Budget returns the server's connection budget.
+func (s *Server) Budget() Budget { return s.budget }
 
 // createDatabase creates the PostgreSQL database name unless it exists.
 func (s *Server) createDatabase(ctx context.Context, name string) error {
@@ -244,11 +322,27 @@ func (s *Server) tenantDB(w http.ResponseWriter, r *http.Request) (tenant string
 	}
 	db, release, err := s.tenants.Acquire(r.Context(), tenant)
 	if err != nil {
-		s.log.Warn("tenant unavailable", "tenant", tenant, "err", err)
-		http.Error(w, "tenant unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		s.unavailable(w, r, "tenant unavailable", tenant, err)
 		return "", nil, nil, false
 	}
 	return tenant, db, release, true
+}
+
+// unavailable answers 503. The error may name the database user, host,
+// database and the driver's message: it goes to the log under a request
+// id, and the client gets only that id.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, msg, tenant string, err error) {
+	id := requestID()
+	s.log.Warn(msg, "request_id", id, "tenant", tenant, "method", r.Method, "path", r.URL.Path, "err", err)
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, msg+"; try again later (request id "+id+")", http.StatusServiceUnavailable)
+}
+
+// requestID returns a random id that ties an answer to its log line.
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func (s *Server) listNotes(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +353,7 @@ func (s *Server) listNotes(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	rows, err := db.QueryContext(r.Context(), s.dialect.list)
 	if err != nil {
-		s.fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	defer rows.Close()
@@ -267,24 +361,45 @@ func (s *Server) listNotes(w http.ResponseWriter, r *http.Request) {
 	for rows.Next() {
 		var n note
 		if err := rows.Scan(&n.ID, &n.Body, &n.Created); err != nil {
-			s.fail(w, err)
+			s.fail(w, r, err)
 			return
 		}
 		notes = append(notes, n)
 	}
 	if err := rows.Err(); err != nil {
-		s.fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, notes)
 }
 
+// maxNoteRequest bounds the body of a POST.
+const maxNoteRequest = 64 << 10
+
 func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
+		return
+	}
 	var in struct {
 		Body string `json:"body"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil || in.Body == "" {
-		http.Error(w, `want a JSON object {"body": "..."} with a non-empty body`, http.StatusBadRequest)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxNoteRequest))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&in)
+	if err == nil {
+		// One JSON value and nothing after it.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		http.Error(w, fmt.Sprintf("request body over %d bytes", tooBig.Limit), http.StatusRequestEntityTooLarge)
+		return
+	case err != nil || in.Body == "":
+		http.Error(w, `want one JSON object {"body": "..."} with a non-empty body and no other field`, http.StatusBadRequest)
 		return
 	}
 	_, db, release, ok := s.tenantDB(w, r)
@@ -294,7 +409,7 @@ func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	n := note{Body: in.Body}
 	if err := db.QueryRowContext(r.Context(), s.dialect.insert, in.Body).Scan(&n.ID, &n.Created); err != nil {
-		s.fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, n)
@@ -319,6 +434,18 @@ type statsJSON struct {
 	Pending           int                 `json:"pending"`
 	Leased            int                 `json:"leased"`
 	Pools             map[string]poolJSON `json:"pools"`
+	Budget            budgetJSON          `json:"budget"`
+}
+
+// budgetJSON is the connection budget of all pools.
+type budgetJSON struct {
+	MaxConns         int     `json:"max_conns"`
+	Held             int     `json:"held"`
+	Waiting          int     `json:"waiting"`
+	Waits            int64   `json:"waits"`
+	WaitSecondsTotal float64 `json:"wait_seconds_total"`
+	Reclaimed        int64   `json:"reclaimed"`
+	HandedOver       int64   `json:"handed_over"`
 }
 
 // poolJSON is the state of one tenant's pool.
@@ -347,12 +474,26 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	for tenant, p := range sqladapter.PoolStats(s.tenants) {
 		out.Pools[tenant] = poolJSON{MaxOpen: p.MaxOpenConnections, Open: p.OpenConnections, InUse: p.InUse, Idle: p.Idle, Waits: p.WaitCount}
 	}
+	b := sqladapter.PoolBudget(s.tenants)
+	out.Budget = budgetJSON{
+		MaxConns: b.MaxTotalConns, Held: b.Held, Waiting: b.Waiting,
+		Waits: b.WaitCount, WaitSecondsTotal: b.WaitDuration.Seconds(),
+		Reclaimed: b.Reclaimed, HandedOver: b.HandedOver,
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) fail(w http.ResponseWriter, err error) {
-	s.log.Error("query failed", "err", err)
-	http.Error(w, "query failed", http.StatusInternalServerError)
+// fail answers a failed query: 503 when no connection of the budget came
+// free in time, 500 otherwise, with a request id and no detail of the
+// error, which goes to the log.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, sqladapter.ErrBudgetWait) {
+		s.unavailable(w, r, "database busy", r.PathValue("tenant"), err)
+		return
+	}
+	id := requestID()
+	s.log.Error("query failed", "request_id", id, "tenant", r.PathValue("tenant"), "method", r.Method, "path", r.URL.Path, "err", err)
+	http.Error(w, "query failed (request id "+id+")", http.StatusInternalServerError)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -250,7 +250,8 @@ func dropPostgresDatabases(t *testing.T, dsn, prefix string) {
 		return
 	}
 	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	db.SetMaxOpenConns(4) // the server may be shared: a few drops at a time
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix+"%")
 	if err != nil {

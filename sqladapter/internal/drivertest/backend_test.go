@@ -1,4 +1,4 @@
-package sqladapter_test
+package drivertest_test
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func TestMain(m *testing.M) {
 
 // backends returns the backends of this run, setting them up on first use.
 // A server whose variable is set but which cannot be reached fails t.
-func backends(t *testing.T) []*backend {
+func backends(t testing.TB) []*backend {
 	t.Helper()
 	backendsOnce.Do(func() { allBackends, backendsErr = setupBackends() })
 	if backendsErr != nil {

@@ -1,4 +1,4 @@
-package sqladapter_test
+package drivertest_test
 
 import (
 	"context"
@@ -68,7 +68,7 @@ func Example() {
 
 // Per-tenant pool limits: a large tenant gets 50 connections, a trial
 // tenant 2, everyone else the defaults.
-func ExampleOptions_pool() {
+func Example_pool() {
 	dir, err := os.MkdirTemp("", "tenants")
 	if err != nil {
 		log.Fatal(err)
@@ -109,7 +109,7 @@ func ExampleOptions_pool() {
 	// acme: at most 10 connections
 }
 
-func ExampleRedactDSN() {
+func Example_redactDSN() {
 	fmt.Println(sqladapter.RedactDSN("postgres://app:s3cret@db:5432/acme?sslmode=require"))
 	fmt.Println(sqladapter.RedactDSN("host=db user=app password='s3 cret' dbname=acme"))
 	fmt.Println(sqladapter.RedactDSN("app:s3cret@tcp(db:3306)/acme?parseTime=true"))
@@ -121,7 +121,7 @@ func ExampleRedactDSN() {
 
 // PoolStats reads the connection figures of every open tenant pool, for a
 // status page or a metrics collector, without counting as a use.
-func ExamplePoolStats() {
+func Example_poolStats() {
 	dir, err := os.MkdirTemp("", "tenants")
 	if err != nil {
 		log.Fatal(err)

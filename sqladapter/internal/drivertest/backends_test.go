@@ -1,4 +1,4 @@
-package sqladapter_test
+package drivertest_test
 
 import (
 	"context"
