@@ -1,3 +1,5 @@
+// rescache-release: unpublished (benchmarks, run from a checkout)
+
 module github.com/rescache/rescache/bench
 
 go 1.25.0
