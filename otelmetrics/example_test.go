@@ -89,7 +89,7 @@ func ExampleRegisterSQLPools() {
 		}
 		for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
 			state, _ := dp.Attributes.Value("db.client.connection.state")
-			fmt.Printf("%s %s %d\n", m.Name, state.Emit(), dp.Value)
+			fmt.Printf("%s %s %d\n", m.Name, state.String(), dp.Value)
 		}
 	}
 	// Unordered output:
