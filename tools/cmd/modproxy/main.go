@@ -120,7 +120,7 @@ func add(root string, m workspace.Module, version, out string) error {
 		return err
 	}
 	if _, err := fmt.Fprintln(list, version); err != nil {
-		list.Close()
+		_ = list.Close() // the write's error is the one to report
 		return err
 	}
 	return list.Close()
