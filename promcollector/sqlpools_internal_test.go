@@ -49,7 +49,7 @@ func TestSQLPoolsPerTenant(t *testing.T) {
 		42: {OpenConnections: 1, Idle: 1},
 	})
 	c := newSQLPools("db", src.all, &SQLPoolOptions[int]{
-		Tenant: true,
+		Tenant:      true,
 		TenantLabel: func(k int) string { return "t" + strings.Repeat("x", k%5) },
 	})
 	const want = `
