@@ -37,6 +37,7 @@ git -C "$tmp/repo" commit -q -m "checkout under test"
 (cd "$repo/tools" && go run ./cmd/modproxy -repo "$tmp/repo" -version "$version" -out "$tmp/proxy")
 
 # 3. A consumer outside the repository.
+modcache=$(GOWORK=off go env GOMODCACHE) # this machine's, read before it is replaced below
 mkdir "$tmp/consumer"
 cp .ci/consumer/main.go "$tmp/consumer/"
 cd "$tmp/consumer"
@@ -46,7 +47,7 @@ export GOMODCACHE="$tmp/modcache"
 # Our modules from the local proxy only (a version that exists nowhere
 # else); everything else from this machine's module cache, then the
 # public proxy.
-export GOPROXY="file://$tmp/proxy,file://$(go env -u GOMODCACHE; GOWORK=off go env GOMODCACHE)/cache/download,https://proxy.golang.org"
+export GOPROXY="file://$tmp/proxy,file://$modcache/cache/download,https://proxy.golang.org"
 export GONOSUMDB=github.com/rescache
 cat > go.mod <<EOM
 module example.com/consumer
