@@ -10,7 +10,7 @@ require (
 	github.com/jellydator/ttlcache/v3 v3.4.1
 	github.com/maypok86/otter/v2 v2.4.0
 	github.com/puzpuzpuz/xsync/v3 v3.5.1
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
+	github.com/rescache/rescache v0.2.0
 	golang.org/x/sync v0.22.0
 )
 
