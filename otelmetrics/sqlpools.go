@@ -134,10 +134,17 @@ type poolReporter[K comparable] struct {
 	waits, closed metric.Int64ObservableCounter
 	waitDuration  metric.Float64ObservableCounter
 	sumAttrs      *poolAttrs // the attributes of the sum (no tenant)
-	mu            sync.Mutex // protects the fields below; held through a collection
-	last          map[K]poolCounters
-	retired       poolCounters // counters of pools closed since registration; zero at first
-	attrs         map[string]*poolAttrs
+
+	mu sync.Mutex // protects the fields below; held through a collection
+	// last holds the counters of each pool open at the previous
+	// collection; used without a tenant attribute.
+	last map[K]poolCounters
+	// retired sums the last counters of pools closed or replaced since
+	// registration; zero at first.
+	retired poolCounters
+	// attrs holds the observe options of each tenant value seen at the
+	// previous collection; used with a tenant attribute.
+	attrs map[string]*poolAttrs
 }
 
 // poolAttrs are the observe options of one series (one tenant, or the
