@@ -111,8 +111,9 @@ func RegisterSQLPools[K comparable](meter metric.Meter, name string, pools func(
 		opts:  o,
 		count: count.Inst(), max: maxConns.Inst(),
 		waits: waits, waitDuration: waitDuration, closed: closed,
-		last:  make(map[K]poolCounters),
-		attrs: make(map[string]*poolAttrs),
+		last:     make(map[K]poolCounters),
+		attrs:    make(map[string]*poolAttrs),
+		byTenant: make(map[string]poolSample),
 	}
 	p.sumAttrs = p.newAttrs(nil)
 	reg, err := meter.RegisterCallback(p.observe, p.count, p.max, p.waits, p.waitDuration, p.closed)
@@ -145,6 +146,9 @@ type poolReporter[K comparable] struct {
 	// attrs holds the observe options of each tenant value seen at the
 	// previous collection; used with a tenant attribute.
 	attrs map[string]*poolAttrs
+	// byTenant is a collection's sum per tenant value, cleared and reused
+	// so that a collection allocates no map; used with a tenant attribute.
+	byTenant map[string]poolSample
 }
 
 // poolAttrs are the observe options of one series (one tenant, or the
@@ -229,26 +233,23 @@ func (p *poolReporter[K]) observe(_ context.Context, o metric.Observer) error {
 		p.report(o, p.sumLocked(now), p.sumAttrs)
 		return nil
 	}
-	byTenant := make(map[string]*poolSample, len(now))
+	clear(p.byTenant)
 	for k, st := range now {
 		t := p.opts.TenantValue(k)
-		s := byTenant[t]
-		if s == nil {
-			s = new(poolSample)
-			byTenant[t] = s
-		}
+		s := p.byTenant[t]
 		s.addStats(st)
+		p.byTenant[t] = s
 	}
-	for t, s := range byTenant {
+	for t, s := range p.byTenant {
 		a := p.attrs[t]
 		if a == nil {
 			a = p.newAttrs(&t)
 			p.attrs[t] = a
 		}
-		p.report(o, *s, a)
+		p.report(o, s, a)
 	}
 	for t := range p.attrs { // forget tenants that are gone
-		if byTenant[t] == nil {
+		if _, ok := p.byTenant[t]; !ok {
 			delete(p.attrs, t)
 		}
 	}
