@@ -1,15 +1,17 @@
+// rescache-release: unpublished (benchmarks, run from a checkout)
+
 module github.com/rescache/rescache/bench
 
-go 1.26.0
+go 1.25.0
 
 require (
-	github.com/bep/lazycache v0.9.0
+	github.com/bep/lazycache v0.8.0
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/jellydator/ttlcache/v3 v3.4.1
 	github.com/maypok86/otter/v2 v2.4.0
 	github.com/puzpuzpuz/xsync/v3 v3.5.1
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
-	golang.org/x/sync v0.24.0
+	github.com/rescache/rescache v0.2.0
+	golang.org/x/sync v0.22.0
 )
 
 replace github.com/rescache/rescache => ../

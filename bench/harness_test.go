@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -16,32 +15,19 @@ import (
 // The key stream: every benchmark draws its keys from a Zipf distribution
 // (a few hot tenants, a long tail) with a fixed seed, before the clock
 // starts.
+// The streams are contender.ZipfStream's, shared with the seedtable
+// command.
 const (
-	zipfS    = 1.1     // Zipf exponent s: rank r is drawn with weight (1+r)^-s
-	zipfSeed = 0x5eed  // seed of every key stream
+	zipfSeed = contender.ZipfSeed
 	streamN  = 1 << 14 // length of a hit-path stream (a power of two)
 )
 
 // tenantKeys returns n distinct keys, "tenant-00000" and so on.
-func tenantKeys(n int) []string {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("tenant-%05d", i)
-	}
-	return keys
-}
+func tenantKeys(n int) []string { return contender.TenantKeys(n) }
 
 // zipfStream returns n keys drawn from keys with a Zipf distribution, the
 // first key the most frequent.
-func zipfStream(keys []string, n int) []string {
-	r := rand.New(rand.NewPCG(zipfSeed, uint64(len(keys))))
-	z := rand.NewZipf(r, zipfS, 1, uint64(len(keys)-1))
-	s := make([]string, n)
-	for i := range s {
-		s[i] = keys[z.Uint64()]
-	}
-	return s
-}
+func zipfStream(keys []string, n int) []string { return contender.ZipfStream(keys, n) }
 
 // walker hands out random starting offsets into a stream, one per
 // goroutine, from a fixed seed.

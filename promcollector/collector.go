@@ -21,19 +21,20 @@ type Statser interface {
 // use, as the Prometheus registry requires.
 //
 // The metrics are described in the package documentation. Build latency is
-// exported as the summary rescache_build_duration_seconds without
-// quantiles: [rescache.Stats] keeps a count and a total of build time, not
-// a distribution, so the summary carries _count and _sum only, from which
-// rate(_sum) / rate(_count) gives the mean build latency over any window.
-// _count is [rescache.Stats].Builds, which counts a build as it starts,
-// and _sum is [rescache.Stats].BuildTime, which grows as a build ends; a
-// build in flight at a scrape is in the count but not yet in the sum.
+// exported as the histogram rescache_build_duration_seconds, so that it can
+// be summed across instances and caches. [rescache.Stats] keeps a count and
+// a total of build time, not a distribution, so the histogram has no bucket
+// but +Inf: _count and _sum, from which rate(_sum) / rate(_count) gives the
+// mean build latency over any window. _count is [rescache.Stats].Builds,
+// which counts a build as it starts, and _sum is [rescache.Stats].BuildTime,
+// which grows as a build ends; a build in flight at a scrape is in the count
+// but not yet in the sum.
 func New(name string, c Statser) prometheus.Collector {
 	l := prometheus.Labels{"cache": name}
 	d := func(metric, help string, variable ...string) *prometheus.Desc {
 		return prometheus.NewDesc("rescache_"+metric, help, variable, l)
 	}
-	return &statsCollector{
+	sc := &statsCollector{
 		src: c,
 
 		hits:              d("hits_total", "Calls of Get and Acquire served by a found entry."),
@@ -50,10 +51,20 @@ func New(name string, c Statser) prometheus.Collector {
 		entries:           d("entries", "Found entries in the cache."),
 		pending:           d("pending", "Builds in flight."),
 		leased:            d("leased", "Leases from Acquire not yet released."),
-		buildDuration:     d("build_duration_seconds", "Time spent in finished builds; _sum / _count is the mean build latency. No quantiles: the cache keeps a count and a total only."),
+		buildDuration:     d("build_duration_seconds", "Time spent in finished builds; _sum / _count is the mean build latency. Only the +Inf bucket: the cache keeps a count and a total."),
 
 		reasons: reasonLabels(),
 	}
+	sc.descs = []*prometheus.Desc{
+		sc.hits, sc.misses, sc.errorHits,
+		sc.builds, sc.buildErrors, sc.buildPanics,
+		sc.evictions,
+		sc.closes, sc.closeErrors,
+		sc.healthChecks, sc.healthCheckErrors,
+		sc.entries, sc.pending, sc.leased,
+		sc.buildDuration,
+	}
+	return sc
 }
 
 // statsCollector is the collector returned by New. Its fields are set once
@@ -67,6 +78,7 @@ type statsCollector struct {
 	closes, closeErrors                     *prometheus.Desc
 	healthChecks, healthCheckErrors         *prometheus.Desc
 	entries, pending, leased, buildDuration *prometheus.Desc
+	descs                                   []*prometheus.Desc // all of the above
 
 	reasons []reasonLabel
 }
@@ -91,46 +103,42 @@ func reasonLabels() []reasonLabel {
 
 // Describe implements [prometheus.Collector].
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		c.hits, c.misses, c.errorHits,
-		c.builds, c.buildErrors, c.buildPanics,
-		c.evictions,
-		c.closes, c.closeErrors,
-		c.healthChecks, c.healthCheckErrors,
-		c.entries, c.pending, c.leased,
-		c.buildDuration,
-	} {
+	for _, d := range c.descs {
 		ch <- d
 	}
 }
 
 // Collect implements [prometheus.Collector]. It takes one snapshot of the
-// cache's Stats and reports every metric from it.
+// cache's Stats and reports every metric from it. Besides the Stats
+// snapshot (whose EvictionsByReason map is the cache's), a scrape allocates
+// only the metrics it sends.
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
-
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v int) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
-	}
-
-	counter(c.hits, s.Hits)
-	counter(c.misses, s.Misses)
-	counter(c.errorHits, s.ErrorHits)
-	counter(c.builds, s.Builds)
-	counter(c.buildErrors, s.BuildErrors)
-	counter(c.buildPanics, s.BuildPanics)
+	counter(ch, c.hits, s.Hits)
+	counter(ch, c.misses, s.Misses)
+	counter(ch, c.errorHits, s.ErrorHits)
+	counter(ch, c.builds, s.Builds)
+	counter(ch, c.buildErrors, s.BuildErrors)
+	counter(ch, c.buildPanics, s.BuildPanics)
 	for _, r := range c.reasons {
-		counter(c.evictions, s.EvictionsByReason[r.reason], r.label)
+		counter(ch, c.evictions, s.EvictionsByReason[r.reason], r.label)
 	}
-	counter(c.closes, s.Closes)
-	counter(c.closeErrors, s.CloseErrors)
-	counter(c.healthChecks, s.HealthChecks)
-	counter(c.healthCheckErrors, s.HealthCheckErrors)
-	gauge(c.entries, s.Entries)
-	gauge(c.pending, s.Pending)
-	gauge(c.leased, s.Leased)
-	ch <- prometheus.MustNewConstSummary(c.buildDuration, s.Builds, s.BuildTime.Seconds(), nil)
+	counter(ch, c.closes, s.Closes)
+	counter(ch, c.closeErrors, s.CloseErrors)
+	counter(ch, c.healthChecks, s.HealthChecks)
+	counter(ch, c.healthCheckErrors, s.HealthCheckErrors)
+	gauge(ch, c.entries, s.Entries)
+	gauge(ch, c.pending, s.Pending)
+	gauge(ch, c.leased, s.Leased)
+	ch <- prometheus.MustNewConstHistogram(c.buildDuration, s.Builds, s.BuildTime.Seconds(), nil)
+}
+
+// counter sends a counter of d with value v.
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+// gauge sends a gauge of d with value v.
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v int, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 }

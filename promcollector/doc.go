@@ -30,10 +30,10 @@
 //	rescache_pending                     builds in flight
 //	rescache_leased                      leases not yet released
 //
-// and rescache_build_duration_seconds is a summary of build time with a
-// count and a sum but no quantiles (see [New]).
+// and rescache_build_duration_seconds is a histogram of build time with a
+// count and a sum and only the +Inf bucket (see [New]).
 //
 // [NewSQLPools] reports the [database/sql.DBStats] of the pools open in a
-// cache of *sql.DB, labelled cache and tenant, or summed over tenants when
-// they are too many to label (see [SQLPoolOptions]).
+// cache of *sql.DB, labelled cache and summed over tenants, or labelled
+// tenant as well when [SQLPoolOptions].Tenant is set.
 package promcollector

@@ -68,7 +68,7 @@ func Example() {
 }
 
 // Export the connection pools of a cache of one *sql.DB per tenant, summed
-// over tenants because there are many of them.
+// over tenants (the default), because there are many of them.
 func ExampleNewSQLPools() {
 	dir, err := os.MkdirTemp("", "tenants")
 	if err != nil {
@@ -87,7 +87,7 @@ func ExampleNewSQLPools() {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		promcollector.New("tenants", cache),
-		promcollector.NewSQLPools("tenants", cache, &promcollector.SQLPoolOptions[string]{OmitTenant: true}),
+		promcollector.NewSQLPools("tenants", cache, nil), // summed: the default
 	)
 
 	ctx := context.Background()

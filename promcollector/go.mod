@@ -6,8 +6,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.66.1
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
-	github.com/rescache/rescache/sqladapter v0.0.0-00010101000000-000000000000
+	github.com/rescache/rescache v0.2.0
 	modernc.org/sqlite v1.58.0
 )
 
@@ -35,5 +34,3 @@ require (
 )
 
 replace github.com/rescache/rescache => ../
-
-replace github.com/rescache/rescache/sqladapter => ../sqladapter

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -46,8 +47,8 @@ func serveMetrics(t *testing.T, reg *prometheus.Registry) string {
 
 // scrape GETs url, parses the text exposition, and returns every series
 // labelled cache=cacheName, keyed by its name and its other labels, for
-// example `rescache_evictions_total{reason="idle"}`. A summary gives two
-// keys, name_count and name_sum.
+// example `rescache_evictions_total{reason="idle"}`. A histogram gives
+// two keys, name_count and name_sum.
 func scrape(t *testing.T, url, cacheName string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -78,14 +79,18 @@ func scrape(t *testing.T, url, cacheName string) map[string]float64 {
 				got[key] = m.GetCounter().GetValue()
 			case dto.MetricType_GAUGE:
 				got[key] = m.GetGauge().GetValue()
-			case dto.MetricType_SUMMARY:
-				if n := len(m.GetSummary().GetQuantile()); n != 0 {
-					t.Errorf("%s has %d quantiles; want none", name, n)
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				for _, b := range h.GetBucket() {
+					if !math.IsInf(b.GetUpperBound(), +1) || b.GetCumulativeCount() != h.GetSampleCount() {
+						t.Errorf("%s has bucket le=%v with %d; want only +Inf, with the count %d",
+							name, b.GetUpperBound(), b.GetCumulativeCount(), h.GetSampleCount())
+					}
 				}
-				got[name+"_count"] = float64(m.GetSummary().GetSampleCount())
-				got[name+"_sum"] = m.GetSummary().GetSampleSum()
+				got[name+"_count"] = float64(m.GetHistogram().GetSampleCount())
+				got[name+"_sum"] = m.GetHistogram().GetSampleSum()
 			default:
-				t.Errorf("%s has type %v; want counter, gauge or summary", name, mf.GetType())
+				t.Errorf("%s has type %v; want counter, gauge or histogram", name, mf.GetType())
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package promcollector
 import (
 	"database/sql"
 	"fmt"
+	"iter"
 	"strings"
 	"sync"
 	"time"
@@ -10,41 +11,39 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rescache/rescache"
-	"github.com/rescache/rescache/sqladapter"
 )
 
 // SQLPoolOptions configures [NewSQLPools]. The zero value, like a nil
-// pointer, reports one series per open tenant, labelled with fmt.Sprint of
-// its key. NewSQLPools copies the options and never modifies them.
+// pointer, reports one series per metric, the sum over the pools of all open
+// tenants, without a tenant label. NewSQLPools copies the options and never
+// modifies them.
 type SQLPoolOptions[K comparable] struct {
+	// Tenant adds the label tenant: one series per open tenant for each of
+	// the eight metrics, instead of one sum. Turn it on only when tenants
+	// are few: every tenant label value is a series of its own, and a
+	// series lingers in Prometheus's head block for hours after its tenant
+	// is evicted, so a few thousand tenants churning through the cache can
+	// cost more than the pools they describe (100 open pools make 800
+	// series).
+	//
+	// default: false, one sum over the open pools, whose counters stay
+	// monotonic across evictions (see [NewSQLPools]).
+	Tenant bool
+
 	// TenantLabel formats a key as the value of the tenant label. Use it to
 	// redact or shorten tenant identifiers; give each tenant its own value.
 	// Keys that format to the same value are summed into one series, whose
 	// counters then drop (a counter reset) whenever one of its pools
-	// closes. Not called when OmitTenant is set.
+	// closes. Not called unless Tenant is set.
 	//
 	// default: nil, meaning fmt.Sprint(key).
 	TenantLabel func(K) string
-
-	// OmitTenant drops the tenant label: each metric is one series, the sum
-	// over the pools of all open tenants. Set it when tenants are many:
-	// every tenant label value is a series of its own for each of the eight
-	// metrics, and a series lingers in Prometheus's head block for hours
-	// after its tenant is evicted, so a few thousand tenants churning
-	// through the cache can cost more than the pools they describe.
-	//
-	// With OmitTenant the counters also stay monotonic across evictions:
-	// the collector carries the counters of pools that have been closed
-	// (see [NewSQLPools]).
-	//
-	// default: false, one series per open tenant.
-	OmitTenant bool
 }
 
 // NewSQLPools returns a collector of the [sql.DBStats] of the pools open in
-// c, one *sql.DB per tenant, read with [sqladapter.PoolStats] once per
+// c, one *sql.DB per tenant, read with c.Range and DB.Stats once per
 // scrape. Every series is labelled cache=name, and tenant=TenantLabel(key)
-// unless opts.OmitTenant is set. opts may be nil.
+// when opts.Tenant is set. opts may be nil.
 //
 // Gauges rescache_sql_open_connections, rescache_sql_in_use_connections and
 // rescache_sql_idle_connections are the state of the pools at the scrape.
@@ -55,11 +54,7 @@ type SQLPoolOptions[K comparable] struct {
 // rescache_sql_max_lifetime_closed_total come from the pools' own counters,
 // which start at zero when a pool is opened. So:
 //
-//   - With a tenant label, a tenant whose pool is evicted has no series
-//     until it is opened again, and its counters then restart from zero.
-//     Prometheus's rate and increase read that drop as a counter reset, as
-//     they do for a restarted process, so rates stay right.
-//   - Without a tenant label (OmitTenant), a plain sum over the open pools
+//   - Without a tenant label (the default), a plain sum over the open pools
 //     would fall whenever a pool closes, which rate would misread as a reset
 //     and turn into a spike. Instead the collector remembers each open
 //     pool's counters at the previous scrape and, when the pool is gone at
@@ -70,16 +65,23 @@ type SQLPoolOptions[K comparable] struct {
 //     and a pool replaced between two scrapes whose successor has already
 //     counted past it goes unnoticed; the sums undercount in those cases
 //     and never overcount. This bookkeeping holds one entry per open pool.
+//   - With a tenant label (Tenant), a tenant whose pool is evicted has no
+//     series until it is opened again, and its counters then restart from
+//     zero. Prometheus's rate and increase read that drop as a counter
+//     reset, as they do for a restarted process, so rates stay right.
 //
-// The collector is safe for concurrent use. With OmitTenant, scrapes of
-// one collector are serialized so that each one merges the snapshot it
-// took in order.
+// The collector is safe for concurrent use; scrapes of one collector are
+// serialized, so that each one merges the snapshot it took in order. A
+// scrape allocates no map of its own: it ranges over the cache and keeps
+// its bookkeeping between scrapes.
 func NewSQLPools[K comparable](name string, c *rescache.Cache[K, *sql.DB], opts *SQLPoolOptions[K]) prometheus.Collector {
-	return newSQLPools(name, func() map[K]sql.DBStats { return sqladapter.PoolStats(c) }, opts)
+	return newSQLPools(name, func(yield func(K, sql.DBStats) bool) {
+		c.Range(func(k K, db *sql.DB) bool { return yield(k, db.Stats()) })
+	}, opts)
 }
 
-// newSQLPools is NewSQLPools with the source of the stats as a function.
-func newSQLPools[K comparable](name string, poolStats func() map[K]sql.DBStats, opts *SQLPoolOptions[K]) *sqlPoolsCollector[K] {
+// newSQLPools is NewSQLPools with the source of the stats as a sequence.
+func newSQLPools[K comparable](name string, pools iter.Seq2[K, sql.DBStats], opts *SQLPoolOptions[K]) *sqlPoolsCollector[K] {
 	var o SQLPoolOptions[K]
 	if opts != nil {
 		o = *opts
@@ -88,7 +90,7 @@ func newSQLPools[K comparable](name string, poolStats func() map[K]sql.DBStats, 
 		o.TenantLabel = func(k K) string { return fmt.Sprint(k) }
 	}
 	var variable []string
-	if !o.OmitTenant {
+	if o.Tenant {
 		variable = []string{"tenant"}
 	}
 	l := prometheus.Labels{"cache": name}
@@ -96,9 +98,9 @@ func newSQLPools[K comparable](name string, poolStats func() map[K]sql.DBStats, 
 		return prometheus.NewDesc("rescache_sql_"+metric, help, variable, l)
 	}
 	c := &sqlPoolsCollector[K]{
-		poolStats:  poolStats,
-		label:      o.TenantLabel,
-		omitTenant: o.OmitTenant,
+		pools:  pools,
+		label:  o.TenantLabel,
+		tenant: o.Tenant,
 
 		open:              d("open_connections", "Established connections, in use and idle."),
 		inUse:             d("in_use_connections", "Connections in use."),
@@ -108,30 +110,51 @@ func newSQLPools[K comparable](name string, poolStats func() map[K]sql.DBStats, 
 		maxIdleClosed:     d("max_idle_closed_total", "Connections closed because of SetMaxIdleConns."),
 		maxIdleTimeClosed: d("max_idle_time_closed_total", "Connections closed because of SetConnMaxIdleTime."),
 		maxLifetimeClosed: d("max_lifetime_closed_total", "Connections closed because of SetConnMaxLifetime."),
+
+		last:     make(map[K]lastPool),
+		byTenant: make(map[string]poolSample),
 	}
-	if o.OmitTenant {
-		c.last = make(map[K]poolCounters)
+	c.descs = []*prometheus.Desc{
+		c.open, c.inUse, c.idle,
+		c.waitCount, c.waitDuration,
+		c.maxIdleClosed, c.maxIdleTimeClosed, c.maxLifetimeClosed,
 	}
 	return c
 }
 
 // sqlPoolsCollector is the collector returned by NewSQLPools. All fields
-// but mu, last and retired are set by newSQLPools and only read afterwards.
+// but mu and the fields after it are set by newSQLPools and only read
+// afterwards.
 type sqlPoolsCollector[K comparable] struct {
-	poolStats  func() map[K]sql.DBStats
-	label      func(K) string
-	omitTenant bool
+	pools  iter.Seq2[K, sql.DBStats]
+	label  func(K) string
+	tenant bool
 
 	open, inUse, idle                                   *prometheus.Desc // gauges
 	waitCount, waitDuration                             *prometheus.Desc // counters
 	maxIdleClosed, maxIdleTimeClosed, maxLifetimeClosed *prometheus.Desc // counters
+	descs                                               []*prometheus.Desc
 
-	mu sync.Mutex // protects last and retired; used only with omitTenant
-	// last holds the counters of each pool open at the previous scrape.
-	last map[K]poolCounters
+	mu sync.Mutex // protects the fields below; held through a scrape
+	// scrapes counts scrapes; a pool in last whose seen is not the current
+	// scrape's number has closed.
+	scrapes uint64
+	// last holds the counters of each pool open at the previous scrape;
+	// used without a tenant label.
+	last map[K]lastPool
 	// retired sums the last seen counters of pools that have closed or
 	// been replaced since the collector was created; zero at first.
 	retired poolCounters
+	// byTenant is the per-scrape sum of each tenant label value, kept
+	// between scrapes (cleared, not remade) so that a scrape allocates no
+	// map; used with a tenant label.
+	byTenant map[string]poolSample
+}
+
+// lastPool is what the collector remembers of an open pool.
+type lastPool struct {
+	poolCounters
+	seen uint64 // the scrape that last saw the pool
 }
 
 // poolCounters are the counters of one sql.DBStats, or a sum of them.
@@ -181,77 +204,66 @@ func (s *poolSample) addStats(st sql.DBStats) {
 
 // Describe implements [prometheus.Collector].
 func (c *sqlPoolsCollector[K]) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		c.open, c.inUse, c.idle,
-		c.waitCount, c.waitDuration,
-		c.maxIdleClosed, c.maxIdleTimeClosed, c.maxLifetimeClosed,
-	} {
+	for _, d := range c.descs {
 		ch <- d
 	}
 }
 
 // Collect implements [prometheus.Collector].
 func (c *sqlPoolsCollector[K]) Collect(ch chan<- prometheus.Metric) {
-	if c.omitTenant {
-		c.send(ch, c.sum())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.tenant {
+		c.send(ch, c.sumLocked())
 		return
 	}
-	byTenant := make(map[string]*poolSample)
-	for k, st := range c.poolStats() {
+	clear(c.byTenant)
+	for k, st := range c.pools {
 		t := c.label(k)
 		if !utf8.ValidString(t) {
 			t = strings.ToValidUTF8(t, "\uFFFD") // a label value must be UTF-8
 		}
-		s := byTenant[t]
-		if s == nil {
-			s = new(poolSample)
-			byTenant[t] = s
-		}
+		s := c.byTenant[t]
 		s.addStats(st)
+		c.byTenant[t] = s
 	}
-	for t, s := range byTenant {
-		c.send(ch, *s, t)
+	for t, s := range c.byTenant {
+		c.send(ch, s, t)
 	}
 }
 
-// sum returns the sample of all pools for OmitTenant: the gauges of the
-// open pools, and their counters plus those of the pools closed since the
-// collector was created.
-func (c *sqlPoolsCollector[K]) sum() poolSample {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.poolStats()
-	for k, prev := range c.last {
-		st, ok := now[k]
-		if !ok || countersOf(st).below(prev) {
-			c.retired.add(prev)
+// sumLocked returns the sample of all pools without a tenant label: the
+// gauges of the open pools, and their counters plus those of the pools
+// closed since the collector was created.
+func (c *sqlPoolsCollector[K]) sumLocked() poolSample {
+	c.scrapes++
+	s := poolSample{}
+	for k, st := range c.pools {
+		now := countersOf(st)
+		if prev, ok := c.last[k]; ok && now.below(prev.poolCounters) {
+			c.retired.add(prev.poolCounters) // the tenant's pool was replaced
 		}
-		if !ok {
+		c.last[k] = lastPool{now, c.scrapes}
+		s.addStats(st)
+	}
+	for k, p := range c.last {
+		if p.seen != c.scrapes { // closed since the previous scrape
+			c.retired.add(p.poolCounters)
 			delete(c.last, k)
 		}
 	}
-	s := poolSample{poolCounters: c.retired}
-	for k, st := range now {
-		c.last[k] = countersOf(st)
-		s.addStats(st)
-	}
+	s.add(c.retired)
 	return s
 }
 
 // send reports one sample; labels are the values of the variable labels.
 func (c *sqlPoolsCollector[K]) send(ch chan<- prometheus.Metric, s poolSample, labels ...string) {
-	gauge := func(d *prometheus.Desc, v int) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-	gauge(c.open, s.open)
-	gauge(c.inUse, s.inUse)
-	gauge(c.idle, s.idle)
-	counter(c.waitCount, float64(s.waitCount))
-	counter(c.waitDuration, s.waitDuration.Seconds())
-	counter(c.maxIdleClosed, float64(s.maxIdleClosed))
-	counter(c.maxIdleTimeClosed, float64(s.maxIdleTimeClosed))
-	counter(c.maxLifetimeClosed, float64(s.maxLifetimeClosed))
+	gauge(ch, c.open, s.open, labels...)
+	gauge(ch, c.inUse, s.inUse, labels...)
+	gauge(ch, c.idle, s.idle, labels...)
+	counter(ch, c.waitCount, uint64(s.waitCount), labels...)
+	ch <- prometheus.MustNewConstMetric(c.waitDuration, prometheus.CounterValue, s.waitDuration.Seconds(), labels...)
+	counter(ch, c.maxIdleClosed, uint64(s.maxIdleClosed), labels...)
+	counter(ch, c.maxIdleTimeClosed, uint64(s.maxIdleTimeClosed), labels...)
+	counter(ch, c.maxLifetimeClosed, uint64(s.maxLifetimeClosed), labels...)
 }

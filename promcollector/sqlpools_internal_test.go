@@ -33,13 +33,23 @@ func (s *snapshots[K]) get() map[K]sql.DBStats {
 	return s.cur
 }
 
+// all is the snapshot last set as a sequence, the collector's source.
+func (s *snapshots[K]) all(yield func(K, sql.DBStats) bool) {
+	for k, st := range s.get() {
+		if !yield(k, st) {
+			return
+		}
+	}
+}
+
 func TestSQLPoolsPerTenant(t *testing.T) {
 	src := &snapshots[int]{}
 	src.set(map[int]sql.DBStats{
 		7:  {OpenConnections: 3, InUse: 1, Idle: 2, WaitCount: 4, WaitDuration: 1500 * time.Millisecond, MaxIdleClosed: 5, MaxIdleTimeClosed: 6, MaxLifetimeClosed: 7},
 		42: {OpenConnections: 1, Idle: 1},
 	})
-	c := newSQLPools("db", src.get, &SQLPoolOptions[int]{
+	c := newSQLPools("db", src.all, &SQLPoolOptions[int]{
+		Tenant:      true,
 		TenantLabel: func(k int) string { return "t" + strings.Repeat("x", k%5) },
 	})
 	const want = `
@@ -74,7 +84,7 @@ rescache_sql_wait_duration_seconds_total{cache="db",tenant="txx"} 1.5
 		t.Error(err)
 	}
 
-	c = newSQLPools("db", src.get, nil)
+	c = newSQLPools("db", src.all, &SQLPoolOptions[int]{Tenant: true})
 	if got := testutil.CollectAndCount(c, "rescache_sql_open_connections"); got != 2 {
 		t.Errorf("default TenantLabel: %d series of rescache_sql_open_connections; want 2", got)
 	}
@@ -88,12 +98,12 @@ rescache_sql_open_connections{cache="db",tenant="7"} 3
 	}
 }
 
-// TestSQLPoolsOmitTenantMonotonic walks the summed collector through pools
+// TestSQLPoolsSumMonotonic walks the summed collector through pools
 // closing, being replaced and opening, and checks that the summed counters
 // carry the closed pools and the gauges do not.
-func TestSQLPoolsOmitTenantMonotonic(t *testing.T) {
+func TestSQLPoolsSumMonotonic(t *testing.T) {
 	src := &snapshots[string]{}
-	c := newSQLPools("db", src.get, &SQLPoolOptions[string]{OmitTenant: true})
+	c := newSQLPools("db", src.all, nil)
 
 	steps := []struct {
 		name      string
@@ -159,7 +169,7 @@ func collectValues(t *testing.T, c prometheus.Collector) map[string]float64 {
 		m := mf.GetMetric()[0]
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "tenant" {
-				t.Errorf("%s has a tenant label with OmitTenant", mf.GetName())
+				t.Errorf("%s has a tenant label without Tenant", mf.GetName())
 			}
 		}
 		switch {
@@ -176,13 +186,13 @@ func TestSQLPoolsLint(t *testing.T) {
 	src := &snapshots[string]{}
 	src.set(map[string]sql.DBStats{"a": {OpenConnections: 1, Idle: 1}})
 	for _, omit := range []bool{false, true} {
-		c := newSQLPools("db", src.get, &SQLPoolOptions[string]{OmitTenant: omit})
+		c := newSQLPools("db", src.all, &SQLPoolOptions[string]{Tenant: !omit})
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
-			t.Fatalf("OmitTenant=%v: CollectAndLint: %v", omit, err)
+			t.Fatalf("omit tenant=%v: CollectAndLint: %v", omit, err)
 		}
 		for _, p := range problems {
-			t.Errorf("OmitTenant=%v: lint: %s: %s", omit, p.Metric, p.Text)
+			t.Errorf("omit tenant=%v: lint: %s: %s", omit, p.Metric, p.Text)
 		}
 	}
 }
@@ -192,7 +202,7 @@ func TestSQLPoolsLint(t *testing.T) {
 // summed wait count go down.
 func TestSQLPoolsConcurrentScrapes(t *testing.T) {
 	src := &snapshots[int]{}
-	c := newSQLPools("db", src.get, &SQLPoolOptions[int]{OmitTenant: true})
+	c := newSQLPools("db", src.all, &SQLPoolOptions[int]{})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 
@@ -253,7 +263,7 @@ func TestSQLPoolsConcurrentScrapes(t *testing.T) {
 func TestSQLPoolsInvalidUTF8(t *testing.T) {
 	src := &snapshots[string]{}
 	src.set(map[string]sql.DBStats{"ac\xffme": {OpenConnections: 1}})
-	c := newSQLPools("db", src.get, nil)
+	c := newSQLPools("db", src.all, &SQLPoolOptions[string]{Tenant: true})
 	err := testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP rescache_sql_open_connections Established connections, in use and idle.
 # TYPE rescache_sql_open_connections gauge

@@ -73,9 +73,9 @@ func TestSQLPools(t *testing.T) {
 	ctx := context.Background()
 
 	perTenant := prometheus.NewRegistry()
-	perTenant.MustRegister(promcollector.NewSQLPools("db", cache, nil))
+	perTenant.MustRegister(promcollector.NewSQLPools("db", cache, &promcollector.SQLPoolOptions[string]{Tenant: true}))
 	summed := prometheus.NewRegistry()
-	summed.MustRegister(promcollector.NewSQLPools("db", cache, &promcollector.SQLPoolOptions[string]{OmitTenant: true}))
+	summed.MustRegister(promcollector.NewSQLPools("db", cache, nil))
 	perTenantURL, summedURL := serveMetrics(t, perTenant), serveMetrics(t, summed)
 
 	// check compares the scrape with want, apart from the wait duration

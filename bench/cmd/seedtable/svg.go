@@ -30,9 +30,10 @@ const (
 )
 
 // drawSVG draws rows as a horizontal bar chart of median wall times, with
-// the lower bound as a vertical line. Bars longer than clipFactor times the
-// bound are cut short and marked, with their real value printed.
-func drawSVG(load contender.SeedLoad, runs int, rows []row) []byte {
+// the lower bound as a vertical line, and below it crows, the second table,
+// as a table. Bars longer than clipFactor times the bound are cut short and
+// marked, with their real value printed.
+func drawSVG(load contender.SeedLoad, runs int, rows []row, burst contender.BurstLoad, budget int, crows []closerRow) []byte {
 	bound := load.Slowest
 	axisMax := time.Duration(0)
 	for _, r := range rows {
@@ -46,9 +47,17 @@ func drawSVG(load contender.SeedLoad, runs int, rows []row) []byte {
 	}
 
 	height := topMargin + len(rows)*rowHeight + 100
+	table2Top := height + 20
+	width := chartWidth
+	var t2 table2Layout
+	if len(crows) > 0 {
+		t2 = layoutTable2(burst, budget, crows)
+		height = table2Top + t2.height
+		width = max(width, t2.width)
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="%s">`+"\n",
-		chartWidth, height, chartWidth, height, fontFamily)
+		width, height, width, height, fontFamily)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#FFFFFF"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="20" y="30" font-size="20" font-weight="bold">Seed benchmark: wall time to serve %d requests (median of %s)</text>`+"\n",
 		load.Requests, plural(runs, "run"))
@@ -110,8 +119,83 @@ func drawSVG(load contender.SeedLoad, runs int, rows []row) []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="13">redundant connects</text>`+"\n", labelWidth+270, ly)
 	fmt.Fprintf(&b, `<text x="20" y="%d" font-size="12" fill="%s">The seed's unlocked map is not shown: it races (concurrent map writes), so it is never timed.</text>`+"\n",
 		ly+24, colorMuted)
+	if len(crows) > 0 {
+		drawTable2(&b, table2Top, runs, t2)
+	}
 	b.WriteString("</svg>\n")
 	return b.Bytes()
+}
+
+// Layout of the second table, drawn as a grid of text.
+const (
+	t2CharWidth = 7.2 // approximate width of a character at t2FontSize
+	t2FontSize  = 13
+	t2RowHeight = 24
+	t2Pad       = 16 // space between columns
+	t2Head      = 84 // title and subtitle above the header row
+)
+
+// table2Layout is the second table's cells and column geometry.
+type table2Layout struct {
+	header []string
+	right  []bool
+	cells  [][]string
+	x      []float64 // left edge of each column
+	widths []float64
+	width  int // of the whole drawing
+	height int
+	burst  contender.BurstLoad
+	budget int
+}
+
+// layoutTable2 sizes the second table's columns to their longest cell.
+func layoutTable2(burst contender.BurstLoad, budget int, crows []closerRow) table2Layout {
+	header, right, cells := closerCells(burst, budget, crows)
+	l := table2Layout{header: header, right: right, cells: cells, burst: burst, budget: budget}
+	x := 20.0
+	for i := range header {
+		w := float64(len([]rune(header[i])))
+		for _, c := range cells {
+			w = max(w, float64(len([]rune(c[i]))))
+		}
+		l.x = append(l.x, x)
+		l.widths = append(l.widths, w*t2CharWidth)
+		x += w*t2CharWidth + t2Pad
+	}
+	l.width = int(math.Ceil(x)) + 20
+	l.height = t2Head + (len(cells)+1)*t2RowHeight + 40
+	return l
+}
+
+// drawTable2 draws the second table at y = top.
+func drawTable2(b *bytes.Buffer, top, runs int, l table2Layout) {
+	fmt.Fprintf(b, `<text x="20" y="%d" font-size="20" font-weight="bold">Contenders that close values: churn, and a tenant burst on a simulated server (median of %s)</text>`+"\n",
+		top+24, plural(runs, "run"))
+	fmt.Fprintf(b, `<text x="20" y="%d" font-size="14" fill="%s">%s</text>`+"\n", top+48, colorMuted, html.EscapeString(fmt.Sprintf(
+		"Burst: %d tenants x %d requests at once, MaxEntries %d, pools of %d; the budget (%d server connections) is a semaphore in the benchmark.",
+		l.burst.Tenants, l.burst.PerTenant, l.burst.MaxEntries, l.burst.PoolSize, l.budget)))
+	fmt.Fprintf(b, `<text x="20" y="%d" font-size="14" fill="%s">Closed while in use and failed requests: lower is better; 0 means none was seen.</text>`+"\n", top+68, colorMuted)
+	row := func(y int, line []string, weight string) {
+		for i, s := range line {
+			x, anchor := l.x[i], "start"
+			if l.right[i] {
+				x, anchor = l.x[i]+l.widths[i], "end"
+			}
+			w := weight
+			if i == 0 && strings.HasPrefix(s, "rescache") {
+				w = "bold"
+			}
+			fmt.Fprintf(b, `<text x="%.1f" y="%d" font-size="%d" text-anchor="%s" font-weight="%s">%s</text>`+"\n",
+				x, y, t2FontSize, anchor, w, html.EscapeString(s))
+		}
+	}
+	y := top + t2Head + t2RowHeight
+	row(y, l.header, "bold")
+	fmt.Fprintf(b, `<line x1="20" y1="%d" x2="%d" y2="%d" stroke="%s"/>`+"\n", y+8, l.width-20, y+8, colorMuted)
+	for _, c := range l.cells {
+		y += t2RowHeight
+		row(y, c, "normal")
+	}
 }
 
 // niceStep returns a grid step of 1, 2 or 5 times a power of ten

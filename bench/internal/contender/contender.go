@@ -23,14 +23,16 @@ type Resource struct {
 	Key string
 
 	closed atomic.Bool
-	counts *Counts // nil for a Resource not made by a Builder
+	counts *Counts  // nil for a Resource not made by a Builder
+	pool   *simPool // the burst's connection pool; nil elsewhere
 }
 
 // errClosedTwice is returned by a second Close of the same Resource.
 var errClosedTwice = errors.New("contender: resource closed twice")
 
-// Close marks r closed. The first call counts one close; later calls count a
-// double close and return an error.
+// Close marks r closed. The first call counts one close and closes r's
+// connection pool, if it has one; later calls count a double close and
+// return an error.
 func (r *Resource) Close() error {
 	if r.closed.Swap(true) {
 		if r.counts != nil {
@@ -40,6 +42,9 @@ func (r *Resource) Close() error {
 	}
 	if r.counts != nil {
 		r.counts.Closes.Add(1)
+	}
+	if r.pool != nil {
+		r.pool.close()
 	}
 	return nil
 }

@@ -57,7 +57,9 @@ func (s *rescacheGet) Get(ctx context.Context, key string) (*Resource, func(), e
 	return v, noRelease, err
 }
 
-func (s *rescacheGet) Close() { s.c.Close() }
+// Close closes the cache. Its error joins the values' Close errors, which
+// for a Resource are second closes, already counted in Counts.DoubleCloses.
+func (s *rescacheGet) Close() { _ = s.c.Close() }
 
 // rescacheAcquire is the RescacheAcquire contender.
 type rescacheAcquire struct {
@@ -72,4 +74,5 @@ func (s *rescacheAcquire) Get(ctx context.Context, key string) (*Resource, func(
 	return v, release, nil
 }
 
-func (s *rescacheAcquire) Close() { s.c.Close() }
+// Close closes the cache; see rescacheGet.Close for its error.
+func (s *rescacheAcquire) Close() { _ = s.c.Close() }
