@@ -68,7 +68,7 @@ func raceEnabled() bool {
 // hostileValue is a tenant's resource, with some payload as a real one has.
 type hostileValue struct {
 	key     string
-	payload [256]byte
+	payload [256]byte //lint:ignore U1000 sizes the value like a real resource
 	closed  atomic.Bool
 }
 

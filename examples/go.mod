@@ -1,3 +1,4 @@
+// rescache-release: unpublished (example programs, run from a checkout)
 module github.com/rescache/rescache/examples
 
 go 1.25.0
@@ -7,9 +8,9 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.66.1
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
-	github.com/rescache/rescache/promcollector v0.0.0-00010101000000-000000000000
-	github.com/rescache/rescache/sqladapter v0.0.0-00010101000000-000000000000
+	github.com/rescache/rescache v0.2.0
+	github.com/rescache/rescache/promcollector v0.2.0
+	github.com/rescache/rescache/sqladapter v0.2.0
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.58.0
 )

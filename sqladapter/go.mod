@@ -3,7 +3,7 @@ module github.com/rescache/rescache/sqladapter
 go 1.25.0
 
 require (
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
+	github.com/rescache/rescache v0.2.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.22.0
 )

@@ -103,18 +103,6 @@ func forEachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
 	}
 }
 
-// serverBackends returns the backends of real servers ("postgres",
-// "mysql") that this run has.
-func serverBackends(t *testing.T) []*backend {
-	var out []*backend
-	for _, b := range backends(t) {
-		if b.admin != nil {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
 func setupBackends() ([]*backend, error) {
 	var buf [4]byte
 	rand.Read(buf[:])

@@ -1,3 +1,4 @@
+// rescache-release: unpublished (tests of sqladapter against real drivers)
 module github.com/rescache/rescache/sqladapter/internal/drivertest
 
 go 1.25.0
@@ -10,8 +11,8 @@ replace (
 require (
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/jackc/pgx/v5 v5.12.0
-	github.com/rescache/rescache v0.0.0-00010101000000-000000000000
-	github.com/rescache/rescache/sqladapter v0.0.0-00010101000000-000000000000
+	github.com/rescache/rescache v0.2.0
+	github.com/rescache/rescache/sqladapter v0.2.0
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.58.0
 )
