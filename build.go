@@ -149,7 +149,7 @@ func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], cl *call, lease 
 		case <-cl.done:
 		case <-ctx.Done():
 			if lease && e.unlease() {
-				c.closeValue(e.key, e.val, true)
+				c.closeEntry(e)
 			}
 			return nil, ctx.Err(), false
 		}

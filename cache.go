@@ -77,12 +77,16 @@ type Cache[K comparable, V any] struct {
 
 	hooks hookRunner[K, V] // runs OnEvict and Close off the callers' and the janitor's goroutines
 
+	leakMu sync.Mutex                      // protects leaks and the tracks' reported
+	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
+
 	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageElem and checking
 	order      recency[K, V]                   // found entries, least recently used first (LRU and idle)
 	parked     recency[K, V]                   // found entries leased past their idle deadline (LRU only)
 	byAge      *list.List                      // found entries in build order (lifetime), when MaxLifetime > 0
 	errs       *simplelru.LRU[K, *entry[K, V]] // failed entries remembered by ErrorTTL, oldest failure first
 	lateErrs   []error                         // Close errors of values closed after Close returned
+	leasedGone map[*entry[K, V]]struct{}       // entries removed while leased, until their value is closed
 	janitorOff chan struct{}                   // closed by Close to stop the janitor; nil when there is none
 }
 
@@ -117,6 +121,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 		errorTTL: int64(o.ErrorTTL),
 		hot:      newPcounter(),
 		drained:  make(chan struct{}),
+		leaks:    make(map[*leakTrack[K, V]]struct{}),
 	}
 	c.hooks.c = c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -142,7 +147,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 }
 
 func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
-	return o.MaxEntries > 0 || o.IdleTimeout > 0 || o.MaxLifetime > 0 || o.ErrorTTL > 0 || o.HealthCheck != nil
+	return o.MaxEntries > 0 || o.IdleTimeout > 0 || o.MaxLifetime > 0 || o.ErrorTTL > 0 || o.HealthCheck != nil || o.LeakThreshold > 0
 }
 
 // Get returns the value for key, building it if the key is absent and

@@ -16,7 +16,7 @@ import (
 func (c *Cache[K, V]) afterRemove(r removal[K, V]) {
 	c.notifyRemoved(r.e, r.reason)
 	if r.e.unhold() {
-		c.closeValue(r.e.key, r.e.val, true)
+		c.closeEntry(r.e)
 	}
 }
 
@@ -43,8 +43,15 @@ type removal[K comparable, V any] struct {
 type hookRunner[K comparable, V any] struct {
 	c       *Cache[K, V]
 	mu      sync.Mutex // protects queue and running
-	queue   []removal[K, V]
+	queue   []hookJob[K, V]
 	running bool // a runner goroutine is draining queue
+}
+
+// hookJob is one unit of the runner's work: the hooks of a removal, or a
+// function (the report and release of a leaked lease).
+type hookJob[K comparable, V any] struct {
+	r  removal[K, V]
+	fn func()
 }
 
 // notify queues the hooks of removals made under c.mu.
@@ -53,17 +60,31 @@ func (h *hookRunner[K, V]) notify(rs ...removal[K, V]) {
 		return
 	}
 	h.mu.Lock()
-	h.queue = append(h.queue, rs...)
-	if !h.running {
-		h.running = true
-		h.c.inflight.Add(1)
-		go h.run()
+	for _, r := range rs {
+		h.queue = append(h.queue, hookJob[K, V]{r: r})
 	}
+	h.startLocked()
 	h.mu.Unlock()
 }
 
-// run drains the queue, then exits.
-func (h *hookRunner[K, V]) run() {
+// run queues fn.
+func (h *hookRunner[K, V]) run(fn func()) {
+	h.mu.Lock()
+	h.queue = append(h.queue, hookJob[K, V]{fn: fn})
+	h.startLocked()
+	h.mu.Unlock()
+}
+
+func (h *hookRunner[K, V]) startLocked() {
+	if !h.running {
+		h.running = true
+		h.c.inflight.Add(1)
+		go h.drain()
+	}
+}
+
+// drain runs the queued jobs, then exits.
+func (h *hookRunner[K, V]) drain() {
 	defer h.c.unhold()
 	for {
 		h.mu.Lock()
@@ -73,12 +94,26 @@ func (h *hookRunner[K, V]) run() {
 			h.mu.Unlock()
 			return
 		}
-		r := h.queue[0]
-		h.queue[0] = removal[K, V]{}
+		j := h.queue[0]
+		h.queue[0] = hookJob[K, V]{}
 		h.queue = h.queue[1:]
 		h.mu.Unlock()
-		h.c.afterRemove(r)
+		if j.fn != nil {
+			j.fn()
+		} else {
+			h.c.afterRemove(j.r)
+		}
 	}
+}
+
+// closeEntry closes the value of the removed entry e, whose last lease or
+// hold was just dropped, and forgets it among the entries removed while
+// leased (see leasesOut).
+func (c *Cache[K, V]) closeEntry(e *entry[K, V]) {
+	c.mu.Lock()
+	delete(c.leasedGone, e)
+	c.mu.Unlock()
+	c.closeValue(e.key, e.val, true)
 }
 
 // closeValue closes a value with the Closer hook. It is called exactly once
@@ -203,12 +238,18 @@ func (c *Cache[K, V]) close() error {
 // has been closed (leased values are closed when their leases are released)
 // and every goroutine the cache started has exited, or until ctx ends. It
 // returns the close errors joined (including those of values closed after
-// Close returned), or ctx's error if ctx ended first.
+// Close returned), or, if ctx ended first, ctx's error; when leases are
+// still out then, the error (which matches ctx's with errors.Is) says how
+// many, on which keys (at most 10, through KeyString) and, with
+// LeakThreshold, where they were taken.
 func (c *Cache[K, V]) Shutdown(ctx context.Context) error {
 	err := c.Close()
 	select {
 	case <-c.drained:
 	case <-ctx.Done():
+		if out := c.leasesOut(); out != "" {
+			return fmt.Errorf("rescache: shutdown: %s: %w", out, ctx.Err())
+		}
 		return ctx.Err()
 	}
 	c.mu.Lock()

@@ -87,6 +87,12 @@ func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K
 	c.ctr.entries.Add(-1)
 	c.ctr.evictions[reason].Add(1)
 	e.removeHeld()
+	if e.word.Load()&leaseMask != 0 {
+		if c.leasedGone == nil {
+			c.leasedGone = make(map[*entry[K, V]]struct{})
+		}
+		c.leasedGone[e] = struct{}{}
+	}
 	return removal[K, V]{e, reason}
 }
 

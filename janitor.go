@@ -32,6 +32,9 @@ func (c *Cache[K, V]) janitor() {
 		case <-t.C:
 			now := c.advance()
 			c.sweep(now)
+			if c.opts.LeakThreshold > 0 {
+				c.checkLeaks()
+			}
 			if !nextCheck.IsZero() && !checking && !time.Now().Before(nextCheck) {
 				nextCheck = time.Now().Add(c.opts.HealthCheckInterval)
 				checking = true
@@ -96,7 +99,7 @@ func (c *Cache[K, V]) skipChecks(es []*entry[K, V]) {
 	c.mu.Unlock()
 	for _, e := range es {
 		if e.unhold() {
-			c.closeValue(e.key, e.val, true)
+			c.closeEntry(e)
 		}
 	}
 }
@@ -116,7 +119,7 @@ func (c *Cache[K, V]) check(e *entry[K, V]) {
 		c.evict(e, EvictUnhealthy)
 	}
 	if e.unhold() {
-		c.closeValue(e.key, e.val, true)
+		c.closeEntry(e)
 	}
 }
 

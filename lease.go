@@ -5,67 +5,155 @@ import (
 	"sync/atomic"
 )
 
+// Lease is a hold on a cached value, returned by value: the value is not
+// closed before the lease is released, even if its entry is evicted,
+// invalidated or the cache closed meanwhile. The zero Lease holds nothing.
+//
+// A Lease may be copied; [Lease.Release] and [Lease.Discard] are idempotent
+// across copies: the first call ends the lease, later calls on any copy do
+// nothing, even after the cache reused the lease's internal state for
+// another caller.
+type Lease[K comparable, V any] struct {
+	t   *leaseToken[K, V] // nil for the zero Lease
+	gen uint64            // t's generation when the lease was taken
+	key K
+	val V
+}
+
+// leaseToken is the state that the copies of a Lease share. Tokens are
+// reused through Cache.leaseP (unless leaks are tracked); gen tells one use
+// from the next: a release that finds gen moved on is a stale copy's, and
+// does nothing.
+type leaseToken[K comparable, V any] struct {
+	gen atomic.Uint64
+	c   *Cache[K, V]
+	e   *entry[K, V] // written by the taker, read by the one release that wins gen
+
+	// track is the leak tracking of this use, when Options.LeakThreshold
+	// is set; such tokens are never reused (see leak.go).
+	track *leakTrack[K, V]
+}
+
+// Lease returns a lease on the value for key, building it if the key is
+// absent and waiting for the build if one is running, with exactly the
+// semantics of [Cache.Acquire]: if ctx ends while it waits, Lease returns
+// ctx.Err() at once and the build goes on; after Close it returns
+// [ErrClosed]. On error the returned Lease is the zero Lease.
+//
+// Call Release (or Discard) exactly once when done, typically with defer.
+// A lease of a found key costs no allocation.
+func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
+	if e, ok := c.m.Load(key); ok {
+		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
+			c.hot.add(1, 1, 0)
+			return c.newLease(e), nil
+		}
+	}
+	e, err := c.slow(ctx, key, true)
+	if err != nil {
+		return Lease[K, V]{}, err
+	}
+	c.hot.add(0, 1, 0)
+	return c.newLease(e), nil
+}
+
+// Value returns the leased value; the zero V for the zero Lease. It stays
+// valid after Release, but the value may then be closed.
+func (l Lease[K, V]) Value() V { return l.val }
+
+// Key returns the key of the leased value; the zero K for the zero Lease.
+func (l Lease[K, V]) Key() K { return l.key }
+
+// Release ends the lease: the release counts as a use of the entry (its
+// idle time starts now), and if the entry left the cache and this was its
+// last lease, the value is closed, on the calling goroutine. Release is
+// idempotent across copies of l, and does nothing for the zero Lease.
+func (l Lease[K, V]) Release() {
+	if e := l.end(); e != nil {
+		l.t.c.releaseEntry(e)
+	}
+}
+
+// Discard is Release for a value the caller found broken: it also removes
+// the entry from the cache if the entry still holds this very value (never
+// a newer build of the same key), with reason [EvictDiscarded], so that the
+// next call builds a fresh value. The value is closed at its last release,
+// so other holders finish their work on it first. Discard of a value whose
+// entry already left is a Release. Like Release, it is idempotent across
+// copies of l.
+func (l Lease[K, V]) Discard() {
+	e := l.end()
+	if e == nil {
+		return
+	}
+	c := l.t.c
+	c.mu.Lock()
+	var r removal[K, V]
+	removed := false
+	if e.heapIdx >= 0 {
+		r, removed = c.removeLocked(e, EvictDiscarded), true
+	}
+	c.mu.Unlock()
+	c.releaseEntry(e) // the removal's hold keeps the value open for OnEvict
+	if removed {
+		c.afterRemove(r)
+	}
+}
+
+// end ends the lease if no copy ended it yet, and returns its entry, or nil.
+func (l Lease[K, V]) end() *entry[K, V] {
+	t := l.t
+	if t == nil || !t.gen.CompareAndSwap(l.gen, l.gen+1) {
+		return nil // the zero Lease, or released already
+	}
+	e := t.e
+	t.e = nil
+	if t.track != nil {
+		t.track.end()
+		return e
+	}
+	t.c.leaseP.Put(t)
+	return e
+}
+
+// newLease returns a lease on e, whose word already counts it (and which
+// c.hot counts). Without leak tracking it reuses a token: no allocation.
+func (c *Cache[K, V]) newLease(e *entry[K, V]) Lease[K, V] {
+	if c.opts.LeakThreshold > 0 {
+		return c.newTrackedLease(e)
+	}
+	t, _ := c.leaseP.Get().(*leaseToken[K, V])
+	if t == nil {
+		t = &leaseToken[K, V]{c: c}
+	}
+	t.e = e
+	return Lease[K, V]{t: t, gen: t.gen.Load(), key: e.key, val: e.val}
+}
+
 // Acquire returns the value for key like Get, with a lease: the value is not
 // closed before release is called, even if its entry is evicted,
 // invalidated or the cache closed meanwhile (the entry leaves the cache at
 // once, so the next call builds a fresh value, and the old value is closed
 // at its last release). Call release exactly once when done; later calls do
 // nothing. On error, release is a no-op and is not nil.
+//
+// Acquire is [Cache.Lease] with the lease's Release as a func; that func is
+// its one allocation. Prefer Lease, which allocates nothing and can also
+// Discard a broken value.
 func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), err error) {
-	if e, ok := c.m.Load(key); ok {
-		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
-			c.hot.add(1, 1, 0)
-			return e.val, c.newLease(e), nil
-		}
-	}
-	e, err := c.slow(ctx, key, true)
+	l, err := c.Lease(ctx, key)
 	if err != nil {
-		var zero V
-		return zero, noRelease, err
+		return v, noRelease, err
 	}
-	c.hot.add(0, 1, 0)
-	return e.val, c.newLease(e), nil
+	return l.val, l.Release, nil
 }
 
 func noRelease() {}
 
-// lease is one Acquire's hold on an entry. Leases are reused through
-// c.leaseP; gen tells one use from the next, so that a second call of a
-// release func is a no-op even after its lease was reused.
-type lease[K comparable, V any] struct {
-	gen atomic.Uint64
-	c   *Cache[K, V]
-	e   *entry[K, V]
-}
-
-// newLease returns the release func of a lease already added to e's word
-// (and counted in c.hot). The closure is the one allocation of an Acquire:
-// it carries the generation that makes release idempotent.
-func (c *Cache[K, V]) newLease(e *entry[K, V]) func() {
-	l, _ := c.leaseP.Get().(*lease[K, V])
-	if l == nil {
-		l = &lease[K, V]{c: c}
-	}
-	l.e = e
-	gen := l.gen.Load()
-	return func() { l.release(gen) }
-}
-
-// release ends the lease if it is still at generation gen.
-func (l *lease[K, V]) release(gen uint64) {
-	if !l.gen.CompareAndSwap(gen, gen+1) {
-		return // released already
-	}
-	c, e := l.c, l.e // ours until Put
-	l.e = nil
-	c.leaseP.Put(l)
-	c.releaseEntry(e)
-}
-
 // releaseEntry drops one lease of e: the release is a use (the idle timeout
 // runs from it), and the last lease of a removed entry closes its value on
-// the releasing goroutine (a caller of that key); the last lease of an entry held past its idle deadline
-// gives it back to the idle sweep.
+// the releasing goroutine (a caller of that key); the last lease of an
+// entry held past its idle deadline gives it back to the idle sweep.
 func (c *Cache[K, V]) releaseEntry(e *entry[K, V]) {
 	c.hot.add(0, 0, 1)
 	if c.tick > 0 {
@@ -73,7 +161,7 @@ func (c *Cache[K, V]) releaseEntry(e *entry[K, V]) {
 	}
 	switch w := e.word.Add(^uint64(0)); {
 	case w == removedBit|valuedBit:
-		c.closeValue(e.key, e.val, true)
+		c.closeEntry(e)
 	case w&leaseMask == 0 && e.parked.Load():
 		c.unpark(e)
 	}

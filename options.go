@@ -151,6 +151,19 @@ type Options[K comparable, V any] struct {
 	// MaxEntries only.
 	ClockResolution time.Duration
 
+	// LeakThreshold reports a lease (Lease, Acquire) held longer than this,
+	// once, at Warn, with its key (through KeyString), how long it has been
+	// held and the stack of the call that took it, and counts it in
+	// [Stats.LeaseLeaks]. The stack is captured only when this is set, and
+	// each lease then costs an allocation. A lease that becomes unreachable
+	// without Release is then also released by the garbage collector
+	// (runtime.AddCleanup), so its value can close, and is logged and
+	// counted the same way. The checks run on the janitor's tick; the logs
+	// are written on the cache's hook goroutine.
+	//
+	// default: 0, off.
+	LeakThreshold time.Duration
+
 	// Logger receives the cache's lifecycle logs: at Debug, builds started
 	// and finished, evictions and closes; at Warn, close errors, failed
 	// health checks and recovered panics.
@@ -202,6 +215,7 @@ func (o *Options[K, V]) validate() error {
 		{"HealthCheckInterval", o.HealthCheckInterval},
 		{"HealthCheckTimeout", o.HealthCheckTimeout},
 		{"ClockResolution", o.ClockResolution},
+		{"LeakThreshold", o.LeakThreshold},
 	}
 	for _, f := range durations {
 		if f.v < 0 {
@@ -246,7 +260,7 @@ func (o Options[K, V]) withDefaults() Options[K, V] {
 // defaultClock is the clock tick for o, or 0 when the cache needs no clock.
 func (o *Options[K, V]) defaultClock() time.Duration {
 	shortest := time.Duration(0)
-	for _, d := range []time.Duration{o.IdleTimeout, o.MaxLifetime, o.ErrorTTL} {
+	for _, d := range []time.Duration{o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.LeakThreshold} {
 		if d > 0 && (shortest == 0 || d < shortest) {
 			shortest = d
 		}

@@ -22,13 +22,15 @@ const (
 	EvictClosed
 	// EvictUnhealthy: its HealthCheck failed.
 	EvictUnhealthy
+	// EvictDiscarded: the entry left through [Lease.Discard].
+	EvictDiscarded
 
-	numEvictReasons = int(EvictUnhealthy) + 1
+	numEvictReasons = int(EvictDiscarded) + 1
 )
 
 // EvictReasons lists every EvictReason, in order.
 func EvictReasons() []EvictReason {
-	return []EvictReason{EvictCapacity, EvictIdle, EvictLifetime, EvictInvalidated, EvictClosed, EvictUnhealthy}
+	return []EvictReason{EvictCapacity, EvictIdle, EvictLifetime, EvictInvalidated, EvictClosed, EvictUnhealthy, EvictDiscarded}
 }
 
 // String returns the lower-case name of r, as used in logs and metric labels.
@@ -46,6 +48,8 @@ func (r EvictReason) String() string {
 		return "closed"
 	case EvictUnhealthy:
 		return "unhealthy"
+	case EvictDiscarded:
+		return "discarded"
 	default:
 		return "unknown"
 	}
@@ -100,7 +104,12 @@ type Stats struct {
 	// Building is the number of build functions running (the part of
 	// Pending past the wait for a slot).
 	Building int
-	// Leased is the number of leases from Acquire not yet released. It is
+	// LeaseLeaks counts leases reported by Options.LeakThreshold (held
+	// past it), or dropped unreleased and released by the garbage
+	// collector; a lease counts once.
+	LeaseLeaks uint64
+
+	// Leased is the number of leases (Lease, Acquire) not yet released. It is
 	// summed from per-processor counts without stopping the callers: never
 	// negative, and when leases move it lies between the counts at two
 	// instants of the snapshot.
@@ -117,6 +126,7 @@ type counters struct {
 	evictions                        [numEvictReasons]atomic.Uint64
 	closes, closeErrors              atomic.Uint64
 	healthChecks, healthCheckErrors  atomic.Uint64
+	leaseLeaks                       atomic.Uint64
 	entries, pending, building       atomic.Int64
 	liveValues                       atomic.Int64 // built values not yet closed
 	_                                [0]func()    // not comparable
@@ -136,6 +146,7 @@ func (c *counters) snapshot(hits uint64) Stats {
 		CloseErrors:       c.closeErrors.Load(),
 		HealthChecks:      c.healthChecks.Load(),
 		HealthCheckErrors: c.healthCheckErrors.Load(),
+		LeaseLeaks:        c.leaseLeaks.Load(),
 		Entries:           int(c.entries.Load()),
 		Pending:           int(c.pending.Load()),
 		Building:          int(c.building.Load()),

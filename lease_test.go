@@ -1,0 +1,272 @@
+package rescache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestLeaseOfFoundKeyAllocatesNothing(t *testing.T) {
+	if raceEnabled() {
+		t.Skip("the race detector's sync.Pool drops items at random")
+	}
+	c := newTestCache(t, func(context.Context, string) (string, error) { return "v", nil }, &Options[string, string]{
+		MaxEntries: 10, IdleTimeout: time.Minute,
+	})
+	mustGet(t, c, "k")
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(1000, func() {
+		l, err := c.Lease(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	})
+	if allocs != 0 {
+		t.Errorf("Lease+Release of a found key: %v allocations; want 0", allocs)
+	}
+}
+
+func TestLeaseValueKeyAndZeroLease(t *testing.T) {
+	c := newTestCache(t, func(_ context.Context, key string) (string, error) { return "v:" + key, nil }, nil)
+	l, err := c.Lease(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Key() != "k" || l.Value() != "v:k" {
+		t.Errorf("Lease = (%q, %q); want (k, v:k)", l.Key(), l.Value())
+	}
+	l.Release()
+	l.Release()
+	var zero Lease[string, string]
+	zero.Release() // nothing
+	zero.Discard()
+	if zero.Key() != "" || zero.Value() != "" {
+		t.Errorf("zero Lease holds (%q, %q)", zero.Key(), zero.Value())
+	}
+	if s := c.Stats(); s.Leased != 0 {
+		t.Errorf("Stats.Leased = %d after releases; want 0", s.Leased)
+	}
+}
+
+// A stale copy of a released lease cannot release the lease of the next
+// caller, even when that caller got the same internal state.
+func TestStaleLeaseCopyCannotReleaseAnother(t *testing.T) {
+	var b builder
+	c := newTestCache(t, b.build, nil)
+	ctx := context.Background()
+	for range 1000 {
+		l1, err := c.Lease(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := l1
+		l1.Release()
+		l2, err := c.Lease(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l2.t != l1.t {
+			l2.Release()
+			continue // not reused this time
+		}
+		stale.Release() // must not end l2
+		if s := c.Stats(); s.Leased != 1 {
+			t.Fatalf("a stale copy's Release ended the next caller's lease: Stats.Leased = %d; want 1", s.Leased)
+		}
+		if !c.Invalidate("k") {
+			t.Fatal("Invalidate = false")
+		}
+		v := l2.Value()
+		if v.closed() {
+			t.Fatal("the value was closed under the next caller's lease")
+		}
+		l2.Release()
+		if !v.closed() {
+			t.Fatal("the value was not closed at the last release")
+		}
+		return
+	}
+	t.Skip("the lease's state was never reused in 1,000 tries")
+}
+
+func TestDiscardRemovesThisValueOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		var mu sync.Mutex
+		var reasons []EvictReason
+		c := newTestCache(t, b.build, &Options[string, *resource]{
+			OnEvict: func(_ string, _ *resource, r EvictReason) {
+				mu.Lock()
+				reasons = append(reasons, r)
+				mu.Unlock()
+			},
+		})
+		ctx := context.Background()
+
+		// Discard of the current value: the entry leaves, the value
+		// closes once its other holder releases.
+		l1, _ := c.Lease(ctx, "k")
+		l2, _ := c.Lease(ctx, "k")
+		v1 := l1.Value()
+		l1.Discard()
+		if _, ok := c.Peek("k"); ok {
+			t.Fatal("Peek found the discarded value")
+		}
+		if v1.closed() {
+			t.Fatal("discarded value closed while another lease holds it")
+		}
+		l2.Release()
+		if !v1.closed() {
+			t.Fatal("discarded value not closed at its last release")
+		}
+		mu.Lock()
+		if len(reasons) != 1 || reasons[0] != EvictDiscarded {
+			t.Errorf("OnEvict reasons %v; want [discarded]", reasons)
+		}
+		mu.Unlock()
+
+		// Discard of an older value never removes the newer build.
+		old, _ := c.Lease(ctx, "k")
+		c.Invalidate("k")
+		v3 := mustGet(t, c, "k")
+		old.Discard()
+		if got, ok := c.Peek("k"); !ok || got != v3 {
+			t.Errorf("Discard of an older value removed the newer build")
+		}
+		if !old.Value().closed() {
+			t.Errorf("the old value was not closed at its Discard")
+		}
+		old.Discard() // idempotent
+		if s := c.Stats(); s.Leased != 0 || s.EvictionsByReason[EvictDiscarded] != 1 {
+			t.Errorf("Stats: Leased %d, discarded %d; want 0, 1", s.Leased, s.EvictionsByReason[EvictDiscarded])
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes from the hook
+// goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLeakThresholdReportsOnceWithStack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncBuffer
+		c := newTestCache(t, func(context.Context, string) (string, error) { return "v", nil }, &Options[string, string]{
+			LeakThreshold: 2 * time.Second,
+			Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+			KeyString:     func(k string) string { return "tenant-" + k },
+		})
+		l, err := c.Lease(context.Background(), "k") // the line the report must name
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if s := c.Stats(); s.LeaseLeaks != 0 {
+			t.Fatalf("LeaseLeaks = %d before the threshold", s.LeaseLeaks)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		out := logs.String()
+		if n := strings.Count(out, "lease held longer than LeakThreshold"); n != 1 {
+			t.Fatalf("%d reports of a lease held past LeakThreshold; want 1:\n%s", n, out)
+		}
+		for _, want := range []string{"level=WARN", "key=tenant-k", "held=", "TestLeakThresholdReportsOnceWithStack", "lease_test.go"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("leak report lacks %q:\n%s", want, out)
+			}
+		}
+		if s := c.Stats(); s.LeaseLeaks != 1 {
+			t.Errorf("LeaseLeaks = %d; want 1", s.LeaseLeaks)
+		}
+		l.Release()
+	})
+}
+
+// A lease dropped without Release is released by the garbage collector, so
+// its value closes, and it is counted and logged.
+func TestDroppedLeaseIsReleasedByTheRuntime(t *testing.T) {
+	var logs syncBuffer
+	var b builder
+	c := newTestCache(t, b.build, &Options[string, *resource]{
+		LeakThreshold: time.Hour,
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	v := func() *resource {
+		l, err := c.Lease(context.Background(), "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Value() // the lease itself is dropped
+	}()
+	c.Invalidate("k") // the value now closes at its last release
+	deadline := time.Now().Add(10 * time.Second)
+	for !v.closed() && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // bounded polling for the runtime's cleanup goroutine
+	}
+	if !v.closed() {
+		t.Fatal("the value of a dropped lease was not closed after runtime.GC")
+	}
+	if s := c.Stats(); s.LeaseLeaks != 1 || s.Leased != 0 {
+		t.Errorf("Stats: LeaseLeaks %d, Leased %d; want 1, 0", s.LeaseLeaks, s.Leased)
+	}
+	if out := logs.String(); !strings.Contains(out, "lease dropped without Release") || !strings.Contains(out, "TestDroppedLeaseIsReleasedByTheRuntime") {
+		t.Errorf("no report of the dropped lease with where it was taken:\n%s", out)
+	}
+}
+
+func TestShutdownSaysWhichLeasesAreOut(t *testing.T) {
+	for _, threshold := range []time.Duration{0, time.Hour} {
+		synctest.Test(t, func(t *testing.T) {
+			c, err := New(func(context.Context, string) (string, error) { return "v", nil }, &Options[string, string]{
+				LeakThreshold: threshold,
+				KeyString:     func(k string) string { return "tenant-" + k },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, _ := c.Lease(context.Background(), "a")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			err = c.Shutdown(ctx)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Shutdown with a lease out = %v; want it to match DeadlineExceeded", err)
+			}
+			for _, want := range []string{"1 leases still out", "tenant-a"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Shutdown error %q lacks %q", err, want)
+				}
+			}
+			if taken := strings.Contains(err.Error(), "TestShutdownSaysWhichLeasesAreOut"); taken != (threshold > 0) {
+				t.Errorf("LeakThreshold %v: Shutdown error names where the lease was taken: %v; want %v\n%v", threshold, taken, threshold > 0, err)
+			}
+			l.Release()
+			if err := c.Shutdown(context.Background()); err != nil {
+				t.Errorf("Shutdown after the release = %v", err)
+			}
+		})
+	}
+}
