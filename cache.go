@@ -77,7 +77,7 @@ type Cache[K comparable, V any] struct {
 
 	hooks hookRunner[K, V] // runs OnEvict and Close off the callers' and the janitor's goroutines
 
-	leakMu sync.Mutex                      // protects leaks and the tracks' reported
+	leakMu sync.Mutex                    // protects leaks and the tracks' reported
 	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
 
 	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageElem and checking
