@@ -89,6 +89,18 @@ func BenchmarkGetHit(b *testing.B) {
 		reportHitRatio(b, c)
 	})
 
+	b.Run("Lease+Release", func(b *testing.B) {
+		c := newCache(b)
+		runStream(b, stream, func(key string) {
+			l, err := c.Lease(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l.Release()
+		})
+		reportHitRatio(b, c)
+	})
+
 	b.Run("Acquire+release", func(b *testing.B) {
 		c := newCache(b)
 		runStream(b, stream, func(key string) {
@@ -135,4 +147,53 @@ func BenchmarkMiss(b *testing.B) {
 			b.StartTimer()
 		}
 	}
+}
+
+// BenchmarkHotKeys is BenchmarkGetHit on 4 hot keys, where every caller
+// updates the same few entries:
+//
+//	go test -run '^$' -bench HotKeys -cpu 1,2 -count 6 . | benchstat -
+func BenchmarkHotKeys(b *testing.B) {
+	keys := []string{"tenant-0", "tenant-1", "tenant-2", "tenant-3"}
+	stream := make([]string, benchStream)
+	for i := range stream {
+		stream[i] = keys[i%len(keys)]
+	}
+	ctx := context.Background()
+	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) {
+		m := xsync.NewMapOf[string, *int]()
+		for i, k := range keys {
+			m.Store(k, &i)
+		}
+		runStream(b, stream, func(key string) {
+			if _, ok := m.Load(key); !ok {
+				b.Fatal("miss")
+			}
+		})
+	})
+	c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
+		&Options[string, int]{MaxEntries: 4096, IdleTimeout: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for _, k := range keys {
+		c.Get(ctx, k)
+	}
+	b.Run("Get", func(b *testing.B) {
+		runStream(b, stream, func(key string) {
+			if _, err := c.Get(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("Lease+Release", func(b *testing.B) {
+		runStream(b, stream, func(key string) {
+			l, err := c.Lease(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l.Release()
+		})
+	})
 }
