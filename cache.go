@@ -88,6 +88,10 @@ type Cache[K comparable, V any] struct {
 	lateErrs   []error                         // Close errors of values closed after Close returned
 	leasedGone map[*entry[K, V]]struct{}       // entries removed while leased, until their value is closed
 	janitorOff chan struct{}                   // closed by Close to stop the janitor; nil when there is none
+
+	// lfu is the TinyLFU policy's state (see tinylfu.go), guarded by mu
+	// but for its read buffer; nil with LRU or without MaxEntries.
+	lfu *tinyLFU[K, V]
 }
 
 // New returns a cache whose values are built by build. opts may be nil; New
@@ -125,6 +129,9 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	}
 	c.hooks.c = c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if o.Policy == TinyLFU && o.MaxEntries > 0 {
+		c.lfu = newTinyLFU[K, V](o.MaxEntries)
+	}
 	if o.MaxConcurrentBuilds > 0 {
 		c.slots = make(chan struct{}, o.MaxConcurrentBuilds)
 	}

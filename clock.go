@@ -55,6 +55,9 @@ func (c *Cache[K, V]) use(e *entry[K, V], w uint64) bool {
 		return false
 	}
 	stampUse(e, now)
+	if c.lfu != nil {
+		c.lfu.reads.record(e.hash)
+	}
 	return true
 }
 

@@ -204,8 +204,8 @@ func (c *Cache[K, V]) close() error {
 	if c.janitorOff != nil {
 		close(c.janitorOff)
 	}
-	removed := make([]removal[K, V], 0, len(c.order)+len(c.parked))
-	for _, h := range []*recency[K, V]{&c.order, &c.parked} {
+	removed := make([]removal[K, V], 0, c.Len())
+	for _, h := range append(c.unparkedLocked(), &c.parked) {
 		for len(*h) > 0 {
 			removed = append(removed, c.removeLocked((*h)[0], EvictClosed))
 		}

@@ -81,6 +81,12 @@ type entry[K comparable, V any] struct {
 	checking bool          // a health check of the entry is running
 	nodeUsed int64         // the used stamp by which the entry sits in Cache.order
 	ageElem  *list.Element // element in Cache.byAge, nil when not there
+
+	// TinyLFU only (see tinylfu.go). seg is guarded by Cache.mu; hash is
+	// written under it before the entry is found, and read-only after
+	// (the hit path reads it).
+	seg  uint8  // segment: window, probation or protected
+	hash uint32 // the key's hash, counted by the frequency sketch
 }
 
 // call is the state of a build in flight, shared by its waiters: they wait

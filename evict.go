@@ -59,13 +59,19 @@ func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
 	if e.parked.Load() {
 		return &c.parked
 	}
+	if c.lfu != nil {
+		return &c.lfu.seg[e.seg]
+	}
 	return &c.order
 }
 
 // insertLocked makes e, whose build just succeeded, a found entry.
 func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 	e.nodeUsed = e.used.Load()
-	heap.Push(&c.order, e)
+	if c.lfu != nil {
+		c.lfu.enterLocked(e)
+	}
+	heap.Push(c.heapOfLocked(e), e)
 	if c.byAge != nil {
 		e.ageElem = c.byAge.PushBack(e)
 	}
@@ -118,6 +124,9 @@ func (c *Cache[K, V]) makeRoomLocked() []removal[K, V] {
 	if c.opts.MaxEntries == 0 {
 		return nil
 	}
+	if c.lfu != nil {
+		return c.makeRoomTinyLFULocked()
+	}
 	var out []removal[K, V]
 	for len(c.order)+len(c.parked) >= c.opts.MaxEntries {
 		out = append(out, c.removeLocked(c.lruLocked(), EvictCapacity))
@@ -153,6 +162,24 @@ func topLocked[K comparable, V any](h *recency[K, V]) *entry[K, V] {
 	return nil
 }
 
+// oldestLocked returns the least recently used found entry that is not
+// parked (nil if there is none), and the heap at whose top it is.
+func (c *Cache[K, V]) oldestLocked() (*recency[K, V], *entry[K, V]) {
+	if c.lfu != nil {
+		return c.lfu.oldestLocked()
+	}
+	return &c.order, topLocked(&c.order)
+}
+
+// unparkedLocked returns the heaps of the found entries that are not
+// parked: c.order, or TinyLFU's segments.
+func (c *Cache[K, V]) unparkedLocked() []*recency[K, V] {
+	if c.lfu != nil {
+		return []*recency[K, V]{&c.lfu.seg[segWindow], &c.lfu.seg[segProbation], &c.lfu.seg[segProtected]}
+	}
+	return []*recency[K, V]{&c.order}
+}
+
 // unpark moves e, whose last lease was just released, from c.parked back
 // to c.order, where the idle sweep sees it again. It is called only for
 // entries that were leased past their idle deadline, so its lock is off
@@ -163,7 +190,7 @@ func (c *Cache[K, V]) unpark(e *entry[K, V]) {
 		heap.Remove(&c.parked, int(e.heapIdx))
 		e.parked.Store(false)
 		e.nodeUsed = e.used.Load()
-		heap.Push(&c.order, e)
+		heap.Push(c.heapOfLocked(e), e)
 	}
 	c.mu.Unlock()
 }
@@ -187,9 +214,12 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 			out = append(out, c.removeLocked(e, EvictLifetime))
 		}
 	}
+	if c.lfu != nil {
+		c.lfu.drainLocked()
+	}
 	if c.idle > 0 {
 		for {
-			e := topLocked(&c.order)
+			h, e := c.oldestLocked()
 			if e == nil {
 				break
 			}
@@ -199,14 +229,14 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 			}
 			if e.word.Load()&leaseMask != 0 {
 				// Leased: not idle. Park it until its last release.
-				heap.Pop(&c.order)
+				heap.Pop(h)
 				e.parked.Store(true)
 				heap.Push(&c.parked, e)
 				if e.word.Load()&leaseMask == 0 {
 					// Released meanwhile, before it saw the flag.
 					heap.Remove(&c.parked, int(e.heapIdx))
 					e.parked.Store(false)
-					heap.Push(&c.order, e)
+					heap.Push(h, e)
 					break
 				}
 				continue

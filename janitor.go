@@ -63,10 +63,12 @@ func (c *Cache[K, V]) healthRound() {
 	interval := int64(c.opts.HealthCheckInterval)
 	c.mu.Lock()
 	var due []*entry[K, V]
-	for _, e := range c.order {
-		if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && !e.checking && e.tryHold() {
-			e.checking = true
-			due = append(due, e)
+	for _, h := range c.unparkedLocked() {
+		for _, e := range *h {
+			if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && !e.checking && e.tryHold() {
+				e.checking = true
+				due = append(due, e)
+			}
 		}
 	}
 	c.mu.Unlock()

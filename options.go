@@ -16,8 +16,9 @@ import (
 // the cache, and New never modifies it.
 type Options[K comparable, V any] struct {
 	// MaxEntries bounds the number of found entries. Adding an entry beyond
-	// it evicts the least recently used one (reason [EvictCapacity]). A Get
-	// or an Acquire is a use; a Peek is not.
+	// it evicts one (reason [EvictCapacity]): the least recently used one,
+	// or the one [Options.Policy] chooses. A Get or an Acquire is a use; a
+	// Peek is not.
 	//
 	// Recency is recorded without a lock, with the resolution of the
 	// cache's clock (see [Options.ClockResolution]): among entries last used
@@ -26,6 +27,16 @@ type Options[K comparable, V any] struct {
 	//
 	// default: 0, unbounded.
 	MaxEntries int
+
+	// Policy chooses the entry that MaxEntries evicts: [LRU], the least
+	// recently used one, or [TinyLFU], which weighs recency against an
+	// estimate of each key's frequency of use and keeps hot keys through
+	// scans of cold ones. With either, a value just built is always
+	// cached, and leases, expiry, health checks and Invalidate behave the
+	// same. Without MaxEntries it has no effect.
+	//
+	// default: LRU.
+	Policy Policy
 
 	// IdleTimeout evicts an entry that has not been used (Get, Acquire or
 	// the release of a lease) for this long (reason [EvictIdle]). An entry
@@ -221,6 +232,9 @@ func (o *Options[K, V]) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("rescache: Options.%s is negative (%v)", f.name, f.v)
 		}
+	}
+	if o.Policy != LRU && o.Policy != TinyLFU {
+		return fmt.Errorf("rescache: Options.Policy %v is not LRU or TinyLFU", o.Policy)
 	}
 	if r := o.ClockResolution; r != 0 && (r < minClock || r > maxExplicitClock) {
 		return fmt.Errorf("rescache: Options.ClockResolution %v is outside [%v, %v]", r, minClock, maxExplicitClock)
