@@ -195,13 +195,16 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 	if rng.IntN(2) == 0 {
 		s.opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Drawn last, so that the draws above mean what they meant before
+	// there was a choice of policy.
+	s.opts.Policy = Policy(rng.IntN(2))
 	return s
 }
 
 func (s *faultSchedule) String() string {
 	o := &s.opts
-	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
-		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval,
+	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v Policy=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
+		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval, o.Policy,
 		s.fail, s.panic, s.block, s.overrun, s.slow, s.nested, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.background, s.closeAfter, s.shutdownRacer)
 }
 

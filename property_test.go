@@ -364,16 +364,21 @@ func TestPropertyMatchesModel(t *testing.T) {
 // its entry is found (no double build while the entry lives), no value is
 // closed while leased, and after Shutdown every value built was closed
 // exactly once and nothing is pending.
+// Each case runs with LRU or TinyLFU.
 func TestPropertyConcurrent(t *testing.T) {
 	params := gopter.DefaultTestParameters()
 	params.MinSuccessfulTests = propertyRuns(t, 100)
 	params.Rng.Seed(time.Now().UnixNano())
 	props := gopter.NewProperties(params)
 	props.Property("one build per live entry, no close under a lease, every value closed once", prop.ForAll(
-		func(seed uint64, workers, keys, maxEntries int) string {
-			return runConcurrentCase(seed, workers, keys, maxEntries)
+		func(seed uint64, workers, keys, maxEntries int, tinyLFU bool) string {
+			policy := LRU
+			if tinyLFU {
+				policy = TinyLFU
+			}
+			return runConcurrentCase(seed, workers, keys, maxEntries, policy)
 		},
-		gen.UInt64(), gen.IntRange(2, 12), gen.IntRange(1, 6), gen.IntRange(0, 4),
+		gen.UInt64(), gen.IntRange(2, 12), gen.IntRange(1, 6), gen.IntRange(0, 4), gen.Bool(),
 	))
 	props.TestingRun(t)
 }
@@ -386,7 +391,7 @@ type cval struct {
 }
 
 // runConcurrentCase runs one case and returns the first violation, or "".
-func runConcurrentCase(seed uint64, workers, keys, maxEntries int) (violation string) {
+func runConcurrentCase(seed uint64, workers, keys, maxEntries int, policy Policy) (violation string) {
 	var mu sync.Mutex
 	fail := func(format string, args ...any) {
 		mu.Lock()
@@ -421,6 +426,7 @@ func runConcurrentCase(seed uint64, workers, keys, maxEntries int) (violation st
 		return v, nil
 	}, &Options[int, *cval]{
 		MaxEntries: maxEntries,
+		Policy:     policy,
 		Close: func(_ int, v *cval) error {
 			if n := v.leases.Load(); n != 0 {
 				fail("value of key %d closed with %d leases out", v.key, n)
