@@ -1,9 +1,6 @@
 package rescache
 
-import (
-	"math/bits"
-	"sync/atomic"
-)
+import "math/bits"
 
 // sketch estimates how often each key hash was seen recently: a count-min
 // sketch of 4-bit counters, 16 to a word, with aging. It is Caffeine's
@@ -124,10 +121,10 @@ type readBuffer struct {
 const readSlots = 64
 
 type readRing struct {
-	n     cell                     // records written: single writer, the ring's P
-	read  uint64                   // records drained; guarded by Cache.mu
-	slots [readSlots]atomic.Uint32 // key hashes; 0 is an empty slot
-	_     [48]byte                 // keep the next ring's counter off this ring's last line
+	n     cell                // records written: single writer, the ring's P
+	read  uint64              // records drained; guarded by Cache.mu
+	slots [readSlots]readSlot // key hashes; 0 is an empty slot
+	_     [48]byte            // keep the next ring's counter off this ring's last line
 }
 
 func newReadBuffer(procs int) readBuffer {
@@ -140,7 +137,7 @@ func (b *readBuffer) record(h uint32) {
 	p := procPin()
 	if p < len(b.rings) {
 		r := &b.rings[p]
-		r.slots[uint64(r.n.Load())&(readSlots-1)].Store(h)
+		r.slots[uint64(r.n.Load())&(readSlots-1)].store(h)
 		addSingleWriter(&r.n, 1)
 	}
 	procUnpin()
@@ -160,7 +157,7 @@ func (b *readBuffer) drainLocked(f func(h uint32)) {
 			// A slot whose store is not visible yet reads 0, or a record
 			// an overwrite replaced: either way one hit is lost, never
 			// counted twice.
-			if h := r.slots[j&(readSlots-1)].Swap(0); h != 0 {
+			if h := r.slots[j&(readSlots-1)].take(); h != 0 {
 				f(h)
 			}
 		}
