@@ -66,9 +66,9 @@ func BenchmarkGetHit(b *testing.B) {
 		})
 	})
 
-	newCache := func(b *testing.B) *Cache[string, int] {
+	newCache := func(b *testing.B, policy Policy) *Cache[string, int] {
 		c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
-			&Options[string, int]{MaxEntries: 2 * benchKeys, IdleTimeout: time.Hour})
+			&Options[string, int]{MaxEntries: 2 * benchKeys, IdleTimeout: time.Hour, Policy: policy})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,7 +80,17 @@ func BenchmarkGetHit(b *testing.B) {
 	}
 
 	b.Run("Get", func(b *testing.B) {
-		c := newCache(b)
+		c := newCache(b, LRU)
+		runStream(b, stream, func(key string) {
+			if _, err := c.Get(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		})
+		reportHitRatio(b, c)
+	})
+
+	b.Run("Get/TinyLFU", func(b *testing.B) {
+		c := newCache(b, TinyLFU)
 		runStream(b, stream, func(key string) {
 			if _, err := c.Get(ctx, key); err != nil {
 				b.Fatal(err)
@@ -90,7 +100,7 @@ func BenchmarkGetHit(b *testing.B) {
 	})
 
 	b.Run("Lease+Release", func(b *testing.B) {
-		c := newCache(b)
+		c := newCache(b, LRU)
 		runStream(b, stream, func(key string) {
 			l, err := c.Lease(ctx, key)
 			if err != nil {
@@ -102,7 +112,7 @@ func BenchmarkGetHit(b *testing.B) {
 	})
 
 	b.Run("Acquire+release", func(b *testing.B) {
-		c := newCache(b)
+		c := newCache(b, LRU)
 		runStream(b, stream, func(key string) {
 			_, release, err := c.Acquire(ctx, key)
 			if err != nil {
