@@ -20,11 +20,14 @@ const (
 )
 
 // churnRows are the rows of the churn benchmark: every bounded contender.
-// rescache appears twice: through Acquire (leases), and through Get, whose
-// values an eviction may close while in use.
+// rescache appears twice per policy (LRU, TinyLFU): through Acquire
+// (leases), and through Get, whose values an eviction may close while in
+// use.
 var churnRows = []contender.Contender{
 	contender.RescacheAcquire,
 	contender.Rescache,
+	contender.RescacheTinyLFUAcquire,
+	contender.RescacheTinyLFU,
 	contender.Otter,
 	contender.LRU,
 	contender.Expirable,

@@ -15,6 +15,7 @@ var memoryConfig = contender.Config{MaxEntries: fillEntries, IdleTimeout: 10 * t
 // memoryRows are the rows of the memory benchmark.
 var memoryRows = []contender.Contender{
 	contender.Rescache,
+	contender.RescacheTinyLFU,
 	contender.Otter,
 	contender.Expirable,
 	contender.TTLCache,

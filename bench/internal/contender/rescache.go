@@ -16,7 +16,7 @@ var Rescache = Contender{
 	OneBuildPerKey: true,
 	Bounded:        true,
 	New: func(build BuildFunc, cfg Config) Cache {
-		return &rescacheGet{c: newRescache(build, cfg)}
+		return &rescacheGet{c: newRescache(build, cfg, rescache.LRU)}
 	},
 }
 
@@ -30,16 +30,42 @@ var RescacheAcquire = Contender{
 	Bounded:        true,
 	Leases:         true,
 	New: func(build BuildFunc, cfg Config) Cache {
-		return &rescacheAcquire{c: newRescache(build, cfg)}
+		return &rescacheAcquire{c: newRescache(build, cfg, rescache.LRU)}
 	},
 }
 
-// newRescache returns a rescache.Cache for build and cfg. The options are
-// fixed by the benchmarks, so an error is a bug and panics.
-func newRescache(build BuildFunc, cfg Config) *rescache.Cache[string, *Resource] {
+// RescacheTinyLFU is [Rescache] with Options.Policy TinyLFU.
+var RescacheTinyLFU = Contender{
+	Name:           "rescache-TinyLFU-Get",
+	Title:          "rescache TinyLFU (Get)",
+	Description:    "rescache.Cache.Get, Policy TinyLFU; MaxEntries, IdleTimeout; the Closer closes",
+	OneBuildPerKey: true,
+	Bounded:        true,
+	New: func(build BuildFunc, cfg Config) Cache {
+		return &rescacheGet{c: newRescache(build, cfg, rescache.TinyLFU)}
+	},
+}
+
+// RescacheTinyLFUAcquire is [RescacheAcquire] with Options.Policy TinyLFU.
+var RescacheTinyLFUAcquire = Contender{
+	Name:           "rescache-TinyLFU-Acquire",
+	Title:          "rescache TinyLFU (Acquire + release)",
+	Description:    "rescache.Cache.Acquire, release when done, Policy TinyLFU; MaxEntries, IdleTimeout; the Closer closes",
+	OneBuildPerKey: true,
+	Bounded:        true,
+	Leases:         true,
+	New: func(build BuildFunc, cfg Config) Cache {
+		return &rescacheAcquire{c: newRescache(build, cfg, rescache.TinyLFU)}
+	},
+}
+
+// newRescache returns a rescache.Cache for build, cfg and policy. The
+// options are fixed by the benchmarks, so an error is a bug and panics.
+func newRescache(build BuildFunc, cfg Config, policy rescache.Policy) *rescache.Cache[string, *Resource] {
 	c, err := rescache.New(build, &rescache.Options[string, *Resource]{
 		MaxEntries:  cfg.MaxEntries,
 		IdleTimeout: cfg.IdleTimeout,
+		Policy:      policy,
 	})
 	if err != nil {
 		panic(err)
