@@ -171,7 +171,7 @@ func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
-			c.hot.add(1, 0, 0)
+			c.countHit(e, 0)
 			return e.val, nil
 		}
 	}

@@ -55,9 +55,6 @@ func (c *Cache[K, V]) use(e *entry[K, V], w uint64) bool {
 		return false
 	}
 	stampUse(e, now)
-	if c.lfu != nil {
-		c.lfu.reads.record(e.hash)
-	}
 	return true
 }
 

@@ -135,12 +135,40 @@ func newReadBuffer(procs int) readBuffer {
 // lock and does not allocate.
 func (b *readBuffer) record(h uint32) {
 	p := procPin()
+	b.recordPinned(p, h)
+	procUnpin()
+}
+
+// recordPinned is record for a caller pinned to P p.
+func (b *readBuffer) recordPinned(p int, h uint32) {
 	if p < len(b.rings) {
 		r := &b.rings[p]
 		r.slots[uint64(r.n.Load())&(readSlots-1)].store(h)
 		addSingleWriter(&r.n, 1)
 	}
+}
+
+// countHit counts a hit of the found entry e (and a lease taken with it,
+// when taken is 1) in c.hot; with TinyLFU it also records the hit in the
+// read buffer, within the same pin to the P.
+func (c *Cache[K, V]) countHit(e *entry[K, V], taken int64) {
+	if c.lfu == nil {
+		c.hot.add(1, taken, 0)
+		return
+	}
+	h := &c.hot
+	p := procPin()
+	if p < len(h.cells) {
+		cell := &h.cells[p]
+		addSingleWriter(&cell.hits, 1)
+		addSingleWriter(&cell.taken, taken)
+		c.lfu.reads.recordPinned(p, e.hash)
+		procUnpin()
+		return
+	}
 	procUnpin()
+	h.overflow.hits.Add(1)
+	h.overflow.taken.Add(taken)
 }
 
 // drainLocked passes every hash recorded since the last drain (at most a
