@@ -8,10 +8,11 @@
 // time; no lock is held while user code runs. Found values are served
 // without a lock and without allocating.
 //
-// Values leave the cache by LRU bound ([Options.MaxEntries]), idle timeout
-// ([Options.IdleTimeout]), maximum lifetime ([Options.MaxLifetime]), failed
-// health checks ([Options.HealthCheck]), [Cache.Invalidate] and
-// [Cache.Close]. Every value build returned is closed exactly once, by the
+// Values leave the cache by size bound ([Options.MaxEntries], least
+// recently used first, or by frequency with [Options.Policy] [TinyLFU]),
+// idle timeout ([Options.IdleTimeout]), maximum lifetime
+// ([Options.MaxLifetime]), failed health checks ([Options.HealthCheck]),
+// [Cache.Invalidate] and [Cache.Close]. Every value build returned is closed exactly once, by the
 // Closer hook ([Options.Close], by default the value's Close method), and
 // never while a lease taken with [Cache.Acquire] holds it.
 //

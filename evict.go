@@ -26,6 +26,9 @@ import (
 // back (see unpark). Capacity eviction takes the least recently used entry
 // of both heaps.
 //
+// With TinyLFU (tinylfu.go) the same heaps and the same repair order each
+// of its three segments, which take the place of c.order.
+//
 // golang-lru's list orders by the calls to Get, which need its lock on every
 // hit; a stamp and a heap keep the hit path lock-free and still evict exactly
 // by last use, to the clock's resolution. (golang-lru's simplelru bounds the
