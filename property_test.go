@@ -60,6 +60,7 @@ type mentry struct {
 // model is the expected state. NextState functions copy it before changing
 // it, since gopter replays states when it shrinks.
 type model struct {
+	max     int // MaxEntries
 	now     time.Duration
 	entries map[int]mentry
 	builds  map[int]int
@@ -109,7 +110,7 @@ func (m *model) get(key int) int {
 		m.entries[key] = e
 		return e.gen
 	}
-	if len(m.entries) >= modelMax {
+	if len(m.entries) >= m.max {
 		lru, first := 0, true
 		for k, e := range m.entries {
 			if first || e.used < m.entries[lru].used {
@@ -297,7 +298,17 @@ func closeCmd() commands.Command {
 	})
 }
 
+// TestPropertyMatchesModel runs the model with LRU, and with TinyLFU at a
+// MaxEntries that the model's keys never reach: the model's LRU choice of
+// a victim does not apply to TinyLFU (TestPropertyTinyLFUInvariants checks
+// its evictions), everything else (leases, idle time, lifetime,
+// Invalidate, Close) must match exactly.
 func TestPropertyMatchesModel(t *testing.T) {
+	t.Run("LRU", func(t *testing.T) { testPropertyMatchesModel(t, LRU, modelMax) })
+	t.Run("TinyLFU", func(t *testing.T) { testPropertyMatchesModel(t, TinyLFU, modelKeys) })
+}
+
+func testPropertyMatchesModel(t *testing.T, policy Policy, maxEntries int) {
 	synctest.Test(t, func(t *testing.T) {
 		params := gopter.DefaultTestParameters()
 		params.MinSuccessfulTests = propertyRuns(t, 300)
@@ -314,7 +325,8 @@ func TestPropertyMatchesModel(t *testing.T) {
 					s.vals = append(s.vals, v)
 					return v, nil
 				}, &Options[int, *pval]{
-					MaxEntries:      modelMax,
+					MaxEntries:      maxEntries,
+					Policy:          policy,
 					IdleTimeout:     modelIdle,
 					MaxLifetime:     modelLifetime,
 					ClockResolution: modelTick,
@@ -340,7 +352,7 @@ func TestPropertyMatchesModel(t *testing.T) {
 					}
 				}
 			},
-			InitialStateGen: gen.Const(&model{entries: map[int]mentry{}, builds: map[int]int{}, closes: map[mval]int{}}),
+			InitialStateGen: gen.Const(&model{max: maxEntries, entries: map[int]mentry{}, builds: map[int]int{}, closes: map[mval]int{}}),
 			GenCommandFunc: func(commands.State) gopter.Gen {
 				return gen.Weighted([]gen.WeightedGen{
 					{Weight: 10, Gen: key.Map(func(k int) commands.Command { return getCmd(k, false) })},
