@@ -171,7 +171,11 @@ func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
-			c.countHit(e, 0)
+			if c.lfu != nil {
+				c.lfu.reads.countHit(&c.hot, e.hash, 0)
+			} else {
+				c.hot.add(1, 0, 0)
+			}
 			return e.val, nil
 		}
 	}

@@ -45,7 +45,11 @@ type leaseToken[K comparable, V any] struct {
 func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
-			c.countHit(e, 1)
+			if c.lfu != nil {
+				c.lfu.reads.countHit(&c.hot, e.hash, 1)
+			} else {
+				c.hot.add(1, 1, 0)
+			}
 			return c.newLease(e), nil
 		}
 	}

@@ -148,21 +148,16 @@ func (b *readBuffer) recordPinned(p int, h uint32) {
 	}
 }
 
-// countHit counts a hit of the found entry e (and a lease taken with it,
-// when taken is 1) in c.hot; with TinyLFU it also records the hit in the
-// read buffer, within the same pin to the P.
-func (c *Cache[K, V]) countHit(e *entry[K, V], taken int64) {
-	if c.lfu == nil {
-		c.hot.add(1, taken, 0)
-		return
-	}
-	h := &c.hot
-	p := procPin()
-	if p < len(h.cells) {
-		cell := &h.cells[p]
+// countHit is h.add(1, taken, 0) for a hit of a TinyLFU cache: it counts
+// the hit (and the lease taken with it, when taken is 1) and records the
+// key's hash in b, within one pin to the P.
+func (b *readBuffer) countHit(h *pcounter, hash uint32, taken int64) {
+	pid := procPin()
+	if pid < len(h.cells) {
+		cell := &h.cells[pid]
 		addSingleWriter(&cell.hits, 1)
 		addSingleWriter(&cell.taken, taken)
-		c.lfu.reads.recordPinned(p, e.hash)
+		b.recordPinned(pid, hash)
 		procUnpin()
 		return
 	}
