@@ -67,6 +67,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 		e, ok := c.m.Load(key)
 		if !ok {
 			ne := newEntry[K, V](key)
+			if c.lfu != nil {
+				ne.hash = c.lfu.keyHash(key) // before the entry is published
+			}
 			if lease {
 				ne.word.Store(1) // our reservation
 			}
@@ -120,6 +123,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue // removed or failed meanwhile
 			}
 			c.ctr.misses.Add(1)
+			if c.lfu != nil {
+				c.lfu.reads.record(e.hash) // a request for the key, as a hit is
+			}
 			if got, err, retry := c.wait(ctx, e, cl, lease); !retry {
 				return got, err
 			}

@@ -129,7 +129,9 @@ func (p *tinyLFU[K, V]) lenLocked() int {
 // enterLocked prepares e, whose build just succeeded, to enter the window,
 // and counts its insert in the sketch. The caller pushes it.
 func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
-	e.hash = p.keyHash(e.key)
+	if e.hash == 0 { // computed by slow, unless the entry was made elsewhere
+		e.hash = p.keyHash(e.key)
+	}
 	e.seg = segWindow
 	p.sketch.increment(e.hash)
 }
