@@ -162,8 +162,16 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 		if u <= e.nodeUsed {
 			return e
 		}
-		heap.Pop(prob)
 		e.nodeUsed = u
+		if p.sketch.frequency(e.hash) < 2 {
+			// Its stamp moved, but no request for the key was counted
+			// since its insert: the release of a lease (which counts as a
+			// use for the idle timeout), not a hit. Re-placed, not
+			// promoted.
+			heap.Fix(prob, 0)
+			continue
+		}
+		heap.Pop(prob)
 		e.seg = segProtected
 		heap.Push(prot, e)
 		for len(*prot) > p.protectedMax {
