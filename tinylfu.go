@@ -54,12 +54,12 @@ func (p Policy) String() string {
 //     wins only with a strictly higher count; a warm candidate, count 6 or
 //     more, that loses is still admitted once in 128, at random, against
 //     hash flooding, as Caffeine does);
-//   - an entry of probation that is used again moves to protected; when
-//     protected is over its share, its least recently used entry goes back
-//     to probation;
-//   - frequencies come from the sketch (sketch.go): every insert and every
-//     hit counts one, hits through a lossy per-P buffer drained under
-//     Cache.mu (Caffeine's read buffer).
+//   - an entry of probation that is requested again moves to protected;
+//     when protected is over its share, its least recently used entry goes
+//     back to probation;
+//   - frequencies come from the sketch (sketch.go): every insert, every hit
+//     and every caller that waits for a pending build counts one, through
+//     a lossy per-P buffer drained under Cache.mu (Caffeine's read buffer).
 //
 // Not followed: Caffeine's hill climber, which resizes the window to the
 // workload (otter has it too); the window stays at 1%, Caffeine's starting
@@ -72,8 +72,10 @@ func (p Policy) String() string {
 // lazily. A move from probation to protected is lazy too: an entry of
 // probation whose used stamp moved on since it was placed there has been
 // used again, and is promoted when it reaches the top of probation's heap,
-// that is when it would otherwise be the next victim. Uses within the same
-// clock tick count as one, as they do for LRU.
+// that is when it would otherwise be the next victim; unless the sketch
+// counted its key once at most, since then the stamp moved by the release
+// of a lease (a use for the idle timeout, not a request). Uses within the
+// same clock tick count as one, as they do for LRU.
 
 // Segments of TinyLFU, in entry.seg.
 const (
