@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/list"
 	"sync/atomic"
 )
 
@@ -68,8 +67,20 @@ type entry[K comparable, V any] struct {
 
 	// stamp is, for a found entry, the clock stamp of the end of its build;
 	// for a failed entry kept by ErrorTTL, the stamp until which its error
-	// is remembered. Written before done is closed; read-only afterwards.
-	stamp int64
+	// is remembered. deadline is a found entry's end of life: stamp plus
+	// MaxLifetime less its jitter (math.MaxInt64 without MaxLifetime).
+	// Both are written before done is closed; read-only afterwards.
+	stamp, deadline int64
+
+	// refreshAt is the clock stamp from which a use of the found entry
+	// starts an automatic refresh (RefreshAfter less the jitter, pushed
+	// back by a backoff after a failed refresh); math.MaxInt64 when off.
+	refreshAt atomic.Int64
+
+	// refreshing is the pending entry of the refresh in flight for this
+	// found entry, nil when none. Set by startRefresh (CAS from nil),
+	// cleared when that refresh is done.
+	refreshing atomic.Pointer[entry[K, V]]
 
 	// parked says that the entry sits in Cache.parked (leased past its
 	// idle deadline) rather than Cache.order. Written under Cache.mu; read
@@ -77,10 +88,11 @@ type entry[K comparable, V any] struct {
 	parked atomic.Bool
 
 	// Guarded by Cache.mu.
-	heapIdx  int32         // index in Cache.order or Cache.parked; -1 when in neither
-	checking bool          // a health check of the entry is running
-	nodeUsed int64         // the used stamp by which the entry sits in Cache.order
-	ageElem  *list.Element // element in Cache.byAge, nil when not there
+	refreshFails int32 // consecutive failed refreshes, for the backoff
+	heapIdx      int32 // index in Cache.order or Cache.parked; -1 when in neither
+	checking     bool  // a health check of the entry is running
+	nodeUsed     int64 // the used stamp by which the entry sits in Cache.order
+	ageIdx       int32 // index in Cache.byAge; -1 when not there
 }
 
 // call is the state of a build in flight, shared by its waiters: they wait
@@ -97,10 +109,16 @@ type call struct {
 	// finished is set by whoever finishes the build first: the build
 	// itself, or its context ending (BuildTimeout, Close).
 	finished atomic.Bool
+
+	// For a refresh build: replaces is the found entry the new value is
+	// to replace, and seq the refresh's ticket (see Cache.Refresh); both
+	// are set before the build starts and read-only afterwards.
+	replaces any // *entry[K, V]
+	seq      uint64
 }
 
 func newEntry[K comparable, V any](key K) *entry[K, V] {
-	e := &entry[K, V]{key: key, heapIdx: -1}
+	e := &entry[K, V]{key: key, heapIdx: -1, ageIdx: -1}
 	e.pending.Store(&call{done: make(chan struct{})})
 	return e
 }
