@@ -80,12 +80,12 @@ func ExampleNew_acquire() {
 	defer tenants.Close()
 
 	ctx := context.Background()
-	rdb, release, err := tenants.Acquire(ctx, "acme")
+	l, err := tenants.Lease(ctx, "acme")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer release()
-	cmds, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	defer l.Release()
+	cmds, err := l.Value().TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, "acme:user:1", "name", "Ada")
 		p.HGet(ctx, "acme:user:1", "name")
 		return nil
