@@ -13,7 +13,10 @@
 // health checks ([Options.HealthCheck]), [Cache.Invalidate] and
 // [Cache.Close]. Every value build returned is closed exactly once, by the
 // Closer hook ([Options.Close], by default the value's Close method), and
-// never while a lease taken with [Cache.Acquire] holds it.
+// never while a lease taken with [Cache.Lease] (or [Cache.Acquire]) holds
+// it. [Cache.Refresh] and [Options.RefreshAfter] replace a value without
+// making callers wait: the new value is swapped in when its build succeeds,
+// and the old one closes at its last release.
 //
 // # Get or Lease
 //
