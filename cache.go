@@ -55,7 +55,7 @@ type Cache[K comparable, V any] struct {
 
 	hot    pcounter  // hits, and leases taken and released
 	ctr    counters  // everything else
-	leaseP sync.Pool // of *lease[K, V], reused after their release
+	tokens tokenPool[K, V] // lease tokens, reused after their release
 
 	slots chan struct{} // one token per build running; nil = unbounded
 
@@ -127,6 +127,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 		leaks:        make(map[*leakTrack[K, V]]struct{}),
 	}
 	c.hooks.c = c
+	c.tokens.init()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.MaxConcurrentBuilds > 0 {
 		c.slots = make(chan struct{}, o.MaxConcurrentBuilds)
