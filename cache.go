@@ -53,8 +53,8 @@ type Cache[K comparable, V any] struct {
 	refreshAfter, jitter     int64         // Options.RefreshAfter and LifetimeJitter in nanoseconds
 	refreshSeq               atomic.Uint64 // tickets of Refresh calls and refresh builds, in order
 
-	hot    pcounter  // hits, and leases taken and released
-	ctr    counters  // everything else
+	hot    pcounter        // hits, and leases taken and released
+	ctr    counters        // everything else
 	tokens tokenPool[K, V] // lease tokens, reused after their release
 
 	slots chan struct{} // one token per build running; nil = unbounded
