@@ -452,7 +452,7 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		if old != nil {
 			// A failed refresh: the old value stays; nothing is
 			// remembered, the map never held e.
-			c.refreshDoneLocked(old, e, now, err)
+			c.refreshDoneLocked(old, cl, now, err)
 		} else if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
 			// Remembered: stays in the map, answered until e.stamp.
 			c.errs.Add(e.key, e)
@@ -468,25 +468,31 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	c.stampBuilt(e, now)
 	var victims []removal[K, V]
 	var replaced removal[K, V]
+	closeNow := false
 	switch {
 	case old != nil:
 		// A refresh: swap the new entry in for the old one, if the old
 		// one is still the key's found entry; otherwise (Invalidate,
 		// eviction or expiry meanwhile) the new value is never cached.
+		// It is found before it goes into the map (no caller can reach
+		// it before), so no caller ever waits for it.
+		e.word.Or(valuedBit)
 		if r, ok := c.replaceLocked(old, e); ok {
 			replaced = r
 		} else {
 			e.word.Or(removedBit)
 			cl.detached = true
+			closeNow = true // never in the map: nobody holds it
 		}
-		c.refreshDoneLocked(old, e, now, nil)
+		c.refreshDoneLocked(old, cl, now, nil)
 	case e.word.Load()&removedBit == 0:
 		victims = c.makeRoomLocked()
 		c.insertLocked(e)
+		e.word.Or(valuedBit)
 	default:
 		cl.detached = true
+		closeNow = e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	}
-	closeNow := e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	c.mu.Unlock()
 	close(cl.done)
 	e.pending.Store(nil)

@@ -77,10 +77,11 @@ type entry[K comparable, V any] struct {
 	// back by a backoff after a failed refresh); math.MaxInt64 when off.
 	refreshAt atomic.Int64
 
-	// refreshing is the pending entry of the refresh in flight for this
-	// found entry, nil when none. Set by startRefresh (CAS from nil),
-	// cleared when that refresh is done.
-	refreshing atomic.Pointer[entry[K, V]]
+	// refreshing is the call of the refresh in flight for this found
+	// entry, nil when none. Set by startRefresh (CAS from nil), cleared
+	// when that refresh is done; the call itself stays readable by its
+	// waiters after that.
+	refreshing atomic.Pointer[call]
 
 	// parked says that the entry sits in Cache.parked (leased past its
 	// idle deadline) rather than Cache.order. Written under Cache.mu; read

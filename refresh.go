@@ -14,7 +14,7 @@ import (
 // A refresh is a build of a new pending entry that is not in the map: no
 // caller can find or wait for it, so it never changes what callers see
 // until the swap. Its call's replaces field names the found entry it is to
-// replace, whose refreshing field points back to it while it runs (one
+// replace, whose refreshing field points to that call while it runs (one
 // refresh per entry at a time). finish swaps it in under Cache.mu (see
 // replaceLocked), or drops its value when the old entry left meanwhile.
 
@@ -79,16 +79,12 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 			c.evict(e, reason)
 			continue
 		}
-		r := e.refreshing.Load()
-		if r == nil {
-			r = c.startRefresh(ctx, e)
-		}
-		if r == nil {
-			continue // another caller started one, or the entry left
-		}
-		cl := r.pending.Load()
+		cl := e.refreshing.Load()
 		if cl == nil {
-			continue // finished meanwhile: look at the key again
+			cl = c.startRefresh(ctx, e)
+		}
+		if cl == nil {
+			continue // another caller started one meanwhile
 		}
 		if err := c.waitDone(ctx, cl); err != nil {
 			return err
@@ -126,14 +122,14 @@ func (c *Cache[K, V]) waitDone(ctx context.Context, cl *call) error {
 }
 
 // startRefresh starts a refresh of the found entry e, unless one runs, and
-// returns its pending entry; nil when another caller won the race. The
-// build runs in a goroutine of its own, under the values of ctx.
-func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *entry[K, V] {
+// returns its call; nil when another caller won the race. The build runs
+// in a goroutine of its own, under the values of ctx.
+func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
 	ne := newEntry[K, V](e.key)
 	cl := ne.pending.Load()
 	cl.replaces = e
 	cl.seq = c.refreshSeq.Add(1)
-	if !e.refreshing.CompareAndSwap(nil, ne) {
+	if !e.refreshing.CompareAndSwap(nil, cl) {
 		return nil
 	}
 	c.ctr.pending.Add(1)
@@ -142,10 +138,10 @@ func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *entry[K
 		c.finish(ne, *new(V), ErrClosed, false)
 		c.ctr.pending.Add(-1)
 		c.unhold()
-		return ne
+		return cl
 	}
 	go c.runBuild(context.WithoutCancel(ctx), ne)
-	return ne
+	return cl
 }
 
 // maybeRefresh starts an automatic refresh of the found entry e if a use
@@ -182,11 +178,12 @@ func (c *Cache[K, V]) replaceLocked(old, ne *entry[K, V]) (removal[K, V], bool) 
 	return r, true
 }
 
-// refreshDoneLocked ends the refresh ne of old: it counts it, and after a
+// refreshDoneLocked ends the refresh ne (whose call is cl) of old: it
+// counts it, and after a
 // failure sets the backoff before a use may start the next automatic
 // refresh: RefreshAfter/8, doubling with each consecutive failure up to
 // RefreshAfter.
-func (c *Cache[K, V]) refreshDoneLocked(old, ne *entry[K, V], now int64, err error) {
+func (c *Cache[K, V]) refreshDoneLocked(old *entry[K, V], cl *call, now int64, err error) {
 	c.ctr.refreshes.Add(1)
 	if err != nil {
 		c.ctr.refreshErrors.Add(1)
@@ -196,7 +193,7 @@ func (c *Cache[K, V]) refreshDoneLocked(old, ne *entry[K, V], now int64, err err
 			old.refreshAt.Store(satAdd(now, min(backoff, c.refreshAfter)))
 		}
 	}
-	old.refreshing.CompareAndSwap(ne, nil)
+	old.refreshing.CompareAndSwap(cl, nil)
 }
 
 // stampBuilt sets the stamps of e, whose build succeeded at clock now: its
