@@ -179,6 +179,14 @@ func TestFollow(t *testing.T) {
 		// Each client reaches the cluster through a different seed node.
 		follower := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 		announcer := redis.NewClusterClient(&redis.ClusterOptions{Addrs: append(addrs[1:], addrs[0])})
+		pctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err := follower.ForEachShard(pctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+		cancel()
+		if err != nil {
+			follower.Close()
+			announcer.Close()
+			t.Fatalf("%s=%s is set but the cluster does not answer: %v", envClusterAddrs, env, err)
+		}
 		testFollow(t, follower, announcer)
 		follower.Close()
 		announcer.Close()
