@@ -75,4 +75,12 @@
 // closed when it next takes it from its pool, drops it and retries the
 // command on a new connection, before sending anything on the old one.
 // [PoolBudget] reports the budget's figures.
+//
+// # Rotation across instances
+//
+// [Announce] publishes "refresh:<key>" or "invalidate:<key>" on a Pub/Sub
+// channel; [Follow], run on every instance, applies them to a cache of any
+// kind ([rescache.Cache.Refresh] or [rescache.Cache.Invalidate]), and
+// refreshes every cached entry after go-redis subscribes again, since
+// Pub/Sub drops the messages sent while a subscriber is disconnected.
 package redisadapter
