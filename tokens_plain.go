@@ -23,7 +23,7 @@ type tokenStack[K comparable, V any] struct {
 }
 
 func (tp *tokenPool[K, V]) init() {
-	tp.stacks = make([]tokenStack[K, V], runtime.GOMAXPROCS(0))
+	tp.stacks = make([]tokenStack[K, V], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
 }
 
 // get returns a released token, or nil.
