@@ -66,10 +66,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 		}
 		e, ok := c.m.Load(key)
 		if !ok {
-			ne := newEntry[K, V](key)
-			if c.lfu != nil {
-				ne.hash = c.lfu.keyHash(key) // before the entry is published
-			}
+			ne := c.newEntry(key)
 			if lease {
 				ne.word.Store(1) // our reservation
 			}
@@ -109,6 +106,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue
 			}
 			c.touch(e)
+			if c.refreshAfter > 0 {
+				c.maybeRefresh(e, c.clock())
+			}
 			c.hot.add(1, 0, 0)
 			return e, nil
 		default: // pending
@@ -447,11 +447,16 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		defer c.closeValue(e.key, v, true) // after the unlock
 		ok, err = false, ErrClosed
 	}
+	old, _ := cl.replaces.(*entry[K, V]) // a refresh build's found entry
 	if !ok {
 		cl.err = err
 		e.stamp = satAdd(now, c.errorTTL)
 		w := e.word.Or(failedBit)
-		if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
+		if old != nil {
+			// A failed refresh: the old value stays; nothing is
+			// remembered, the map never held e.
+			c.refreshDoneLocked(old, cl, now, err)
+		} else if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
 			// Remembered: stays in the map, answered until e.stamp.
 			c.errs.Add(e.key, e)
 		} else {
@@ -463,21 +468,44 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	}
 
 	e.val = v
-	e.stamp = now
-	e.used.Store(now)
+	c.stampBuilt(e, now)
 	var victims []removal[K, V]
-	if e.word.Load()&removedBit == 0 {
+	var replaced removal[K, V]
+	closeNow := false
+	switch {
+	case old != nil:
+		// A refresh: swap the new entry in for the old one, if the old
+		// one is still the key's found entry; otherwise (Invalidate,
+		// eviction or expiry meanwhile) the new value is never cached.
+		// It is found before it goes into the map (no caller can reach
+		// it before), so no caller ever waits for it.
+		e.word.Or(valuedBit)
+		if r, ok := c.replaceLocked(old, e); ok {
+			replaced = r
+		} else {
+			e.word.Or(removedBit)
+			cl.detached = true
+			closeNow = true // never in the map: nobody holds it
+		}
+		c.refreshDoneLocked(old, cl, now, nil)
+	case e.word.Load()&removedBit == 0:
 		victims = c.makeRoomLocked()
 		c.insertLocked(e)
-	} else {
+		e.word.Or(valuedBit)
+	default:
 		cl.detached = true
+		closeNow = e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	}
-	closeNow := e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
 	c.mu.Unlock()
 	close(cl.done)
 	e.pending.Store(nil)
 	if closeNow {
 		c.closeValue(e.key, v, true)
+	}
+	if replaced.e != nil {
+		// OnEvict(old, EvictReplaced) on the refresh's goroutine; the old
+		// value closes at its last release.
+		c.afterRemove(replaced)
 	}
 	// The victims are other keys': their hooks must not hold up this
 	// key's callers.

@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"iter"
@@ -50,11 +49,13 @@ type Cache[K comparable, V any] struct {
 	// clock alone; closer than that, the system clock decides (see expiry).
 	window int64
 
-	idle, lifetime, errorTTL int64 // Options durations in nanoseconds
+	idle, lifetime, errorTTL int64         // Options durations in nanoseconds
+	refreshAfter, jitter     int64         // Options.RefreshAfter and LifetimeJitter in nanoseconds
+	refreshSeq               atomic.Uint64 // tickets of Refresh calls and refresh builds, in order
 
-	hot    pcounter  // hits, and leases taken and released
-	ctr    counters  // everything else
-	leaseP sync.Pool // of *lease[K, V], reused after their release
+	hot    pcounter        // hits, and leases taken and released
+	ctr    counters        // everything else
+	tokens tokenPool[K, V] // lease tokens, reused after their release
 
 	slots chan struct{} // one token per build running; nil = unbounded
 
@@ -80,10 +81,10 @@ type Cache[K comparable, V any] struct {
 	leakMu sync.Mutex                    // protects leaks and the tracks' reported
 	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
 
-	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageElem and checking
+	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageIdx, checking and refreshFails
 	order      recency[K, V]                   // found entries, least recently used first (LRU and idle)
 	parked     recency[K, V]                   // found entries leased past their idle deadline (LRU only)
-	byAge      *list.List                      // found entries in build order (lifetime), when MaxLifetime > 0
+	byAge      byDeadline[K, V]                // found entries by deadline (MaxLifetime), soonest first
 	errs       *simplelru.LRU[K, *entry[K, V]] // failed entries remembered by ErrorTTL, oldest failure first
 	lateErrs   []error                         // Close errors of values closed after Close returned
 	leasedGone map[*entry[K, V]]struct{}       // entries removed while leased, until their value is closed
@@ -115,28 +116,28 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	}
 	o = o.withDefaults()
 	c := &Cache[K, V]{
-		build:    build,
-		opts:     o,
-		log:      o.Logger,
-		m:        xsync.NewMapOf[K, *entry[K, V]](),
-		epoch:    time.Now(),
-		idle:     int64(o.IdleTimeout),
-		lifetime: int64(o.MaxLifetime),
-		errorTTL: int64(o.ErrorTTL),
-		hot:      newPcounter(),
-		drained:  make(chan struct{}),
-		leaks:    make(map[*leakTrack[K, V]]struct{}),
+		build:        build,
+		opts:         o,
+		log:          o.Logger,
+		m:            xsync.NewMapOf[K, *entry[K, V]](),
+		epoch:        time.Now(),
+		idle:         int64(o.IdleTimeout),
+		lifetime:     int64(o.MaxLifetime),
+		errorTTL:     int64(o.ErrorTTL),
+		refreshAfter: int64(o.RefreshAfter),
+		jitter:       int64(o.LifetimeJitter),
+		hot:          newPcounter(),
+		drained:      make(chan struct{}),
+		leaks:        make(map[*leakTrack[K, V]]struct{}),
 	}
 	c.hooks.c = c
+	c.tokens.init()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.Policy == TinyLFU && o.MaxEntries > 0 {
 		c.lfu = newTinyLFU[K, V](o.MaxEntries)
 	}
 	if o.MaxConcurrentBuilds > 0 {
 		c.slots = make(chan struct{}, o.MaxConcurrentBuilds)
-	}
-	if o.MaxLifetime > 0 {
-		c.byAge = list.New()
 	}
 	if o.ErrorTTL > 0 {
 		// The onEvict callback runs inside errs.Add, under c.mu: it only
@@ -154,7 +155,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 }
 
 func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
-	return o.MaxEntries > 0 || o.IdleTimeout > 0 || o.MaxLifetime > 0 || o.ErrorTTL > 0 || o.HealthCheck != nil || o.LeakThreshold > 0
+	return o.MaxEntries > 0 || o.IdleTimeout > 0 || o.MaxLifetime > 0 || o.ErrorTTL > 0 || o.HealthCheck != nil || o.LeakThreshold > 0 || o.RefreshAfter > 0
 }
 
 // Get returns the value for key, building it if the key is absent and

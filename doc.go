@@ -14,18 +14,39 @@
 // ([Options.MaxLifetime]), failed health checks ([Options.HealthCheck]),
 // [Cache.Invalidate] and [Cache.Close]. Every value build returned is closed exactly once, by the
 // Closer hook ([Options.Close], by default the value's Close method), and
-// never while a lease taken with [Cache.Acquire] holds it.
+// never while a lease taken with [Cache.Lease] (or [Cache.Acquire]) holds
+// it. [Cache.Refresh] and [Options.RefreshAfter] replace a value without
+// making callers wait: the new value is swapped in when its build succeeds,
+// and the old one closes at its last release.
 //
-// # Get or Acquire
+// # Get or Lease
 //
 // [Cache.Get] takes no lease: the value it returns may be closed by an
 // eviction while the caller still uses it. That is fine for values whose
 // use after Close fails cleanly and rarely (a query on a closed *sql.DB
-// returns an error), and it is the fastest path. Use [Cache.Acquire] when a
+// returns an error), and it is the fastest path. Use [Cache.Lease] when a
 // value must stay open for the span of its use (a transaction, a stream, a
-// blocking command): the entry may still be evicted, so the next caller
-// builds a fresh value, but the leased value is closed only at its last
-// release.
+// blocking command), and defer the lease's [Lease.Release]: the entry may
+// still be evicted, so the next caller builds a fresh value, but the leased
+// value is closed only at its last release. A lease of a found key costs
+// no allocation.
+//
+//	l, err := c.Lease(ctx, tenant)
+//	if err != nil {
+//		return err
+//	}
+//	defer l.Release() // does nothing after Discard
+//	if err := use(l.Value()); isBroken(err) {
+//		l.Discard()
+//	}
+//
+// A caller that finds the leased value broken (a connection the server
+// closed) calls [Lease.Discard] instead of Release: the entry leaves the
+// cache if it still holds that very value, never a newer build of the key,
+// with reason [EvictDiscarded], and the value is closed at its last
+// release, once the other holders are done with it; the next call builds a
+// fresh value. [Cache.Acquire] takes the same lease and returns its
+// Release as a func, at the cost of one allocation.
 //
 // # Goroutines and hooks
 //

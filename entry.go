@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/list"
 	"sync/atomic"
 )
 
@@ -68,8 +67,21 @@ type entry[K comparable, V any] struct {
 
 	// stamp is, for a found entry, the clock stamp of the end of its build;
 	// for a failed entry kept by ErrorTTL, the stamp until which its error
-	// is remembered. Written before done is closed; read-only afterwards.
-	stamp int64
+	// is remembered. deadline is a found entry's end of life: stamp plus
+	// MaxLifetime less its jitter (math.MaxInt64 without MaxLifetime).
+	// Both are written before done is closed; read-only afterwards.
+	stamp, deadline int64
+
+	// refreshAt is the clock stamp from which a use of the found entry
+	// starts an automatic refresh (RefreshAfter less the jitter, pushed
+	// back by a backoff after a failed refresh); math.MaxInt64 when off.
+	refreshAt atomic.Int64
+
+	// refreshing is the call of the refresh in flight for this found
+	// entry, nil when none. Set by startRefresh (CAS from nil), cleared
+	// when that refresh is done; the call itself stays readable by its
+	// waiters after that.
+	refreshing atomic.Pointer[call]
 
 	// parked says that the entry sits in Cache.parked (leased past its
 	// idle deadline) rather than Cache.order. Written under Cache.mu; read
@@ -77,16 +89,18 @@ type entry[K comparable, V any] struct {
 	parked atomic.Bool
 
 	// Guarded by Cache.mu.
-	heapIdx  int32         // index in Cache.order or Cache.parked; -1 when in neither
-	checking bool          // a health check of the entry is running
-	nodeUsed int64         // the used stamp by which the entry sits in Cache.order
-	ageElem  *list.Element // element in Cache.byAge, nil when not there
+	refreshFails int32 // consecutive failed refreshes, for the backoff
+	heapIdx      int32 // index in Cache.order or Cache.parked; -1 when in neither
+	checking     bool  // a health check of the entry is running
+	seg          uint8 // TinyLFU: segment, window, probation or protected (see tinylfu.go)
+	nodeUsed     int64 // the used stamp by which the entry sits in Cache.order
+	ageIdx       int32 // index in Cache.byAge; -1 when not there
 
-	// TinyLFU only (see tinylfu.go). seg is guarded by Cache.mu; hash is
-	// written under it before the entry is found, and read-only after
-	// (the hit path reads it).
-	seg  uint8  // segment: window, probation or protected
-	hash uint32 // the key's hash, counted by the frequency sketch
+	// hash is TinyLFU's hash of the key, counted by the frequency sketch:
+	// written before the entry is published (or, under Cache.mu, before it
+	// is found) and read-only after; the hit path reads it. seg and hash
+	// sit in padding the entry has anyway.
+	hash uint32
 }
 
 // call is the state of a build in flight, shared by its waiters: they wait
@@ -103,10 +117,16 @@ type call struct {
 	// finished is set by whoever finishes the build first: the build
 	// itself, or its context ending (BuildTimeout, Close).
 	finished atomic.Bool
+
+	// For a refresh build: replaces is the found entry the new value is
+	// to replace, and seq the refresh's ticket (see Cache.Refresh); both
+	// are set before the build starts and read-only afterwards.
+	replaces any // *entry[K, V]
+	seq      uint64
 }
 
 func newEntry[K comparable, V any](key K) *entry[K, V] {
-	e := &entry[K, V]{key: key, heapIdx: -1}
+	e := &entry[K, V]{key: key, heapIdx: -1, ageIdx: -1}
 	e.pending.Store(&call{done: make(chan struct{})})
 	return e
 }

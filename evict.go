@@ -75,8 +75,8 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 		c.lfu.enterLocked(e)
 	}
 	heap.Push(c.heapOfLocked(e), e)
-	if c.byAge != nil {
-		e.ageElem = c.byAge.PushBack(e)
+	if c.lifetime > 0 {
+		heap.Push(&c.byAge, e)
 	}
 	c.ctr.entries.Add(1)
 }
@@ -88,9 +88,8 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K, V] {
 	heap.Remove(c.heapOfLocked(e), int(e.heapIdx))
 	e.parked.Store(false)
-	if e.ageElem != nil {
-		c.byAge.Remove(e.ageElem)
-		e.ageElem = nil
+	if e.ageIdx >= 0 {
+		heap.Remove(&c.byAge, int(e.ageIdx))
 	}
 	c.deleteIfSame(e)
 	c.ctr.entries.Add(-1)
@@ -207,11 +206,11 @@ func (c *Cache[K, V]) unpark(e *entry[K, V]) {
 func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	var out []removal[K, V]
 	c.mu.Lock()
-	if c.byAge != nil {
-		for c.byAge.Len() > 0 {
+	if c.lifetime > 0 {
+		for len(c.byAge) > 0 {
 			looked++
-			e := c.byAge.Front().Value.(*entry[K, V])
-			if now-e.stamp < c.lifetime {
+			e := c.byAge[0]
+			if now < e.deadline {
 				break
 			}
 			out = append(out, c.removeLocked(e, EvictLifetime))

@@ -10,7 +10,21 @@ import (
 )
 
 // conn stands for an expensive resource: a database pool, a client.
-type conn struct{ tenant string }
+type conn struct {
+	tenant string
+	broken bool // the server behind it went away
+}
+
+// errBroken is the error of a query on a broken conn.
+var errBroken = errors.New("connection reset by peer")
+
+// query stands for a use of the resource.
+func (c *conn) query() error {
+	if c.broken {
+		return errBroken
+	}
+	return nil
+}
 
 func (c *conn) Close() error {
 	fmt.Println("closed", c.tenant)
@@ -63,6 +77,58 @@ func ExampleCache_Acquire() {
 	// Output:
 	// dialed acme
 	// using acme
+	// closed acme
+}
+
+// Lease holds a value for the span of its use: take it, defer Release. A
+// caller that finds the value broken calls Discard instead: the entry
+// leaves the cache, the value is closed at its last release, and the next
+// Lease builds a fresh value. The hooks of a key's own Discard run on the
+// caller's goroutine, before Discard returns.
+func ExampleCache_Lease() {
+	c, _ := rescache.New(dial, &rescache.Options[string, *conn]{
+		OnEvict: func(tenant string, _ *conn, reason rescache.EvictReason) {
+			fmt.Println("evicted", tenant, "for", reason)
+		},
+	})
+	defer c.Close()
+
+	// handle serves one request of tenant.
+	handle := func(ctx context.Context, tenant string) error {
+		l, err := c.Lease(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		defer l.Release() // does nothing after Discard
+		if err := l.Value().query(); err != nil {
+			if errors.Is(err, errBroken) {
+				l.Discard()
+			}
+			return err
+		}
+		fmt.Println("served", l.Key())
+		return nil
+	}
+
+	ctx := context.Background()
+	for i := range 3 {
+		if i == 1 {
+			v, _ := c.Peek("acme")
+			v.broken = true // acme's server restarts
+		}
+		if err := handle(ctx, "acme"); err != nil {
+			fmt.Println("request failed:", err)
+		}
+	}
+	// Output:
+	// dialed acme
+	// served acme
+	// evicted acme for discarded
+	// closed acme
+	// request failed: connection reset by peer
+	// dialed acme
+	// served acme
+	// evicted acme for closed
 	// closed acme
 }
 

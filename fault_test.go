@@ -84,6 +84,7 @@ const (
 	faultCallerCancel // a caller's context ends at a random point
 	faultCallerGaveUp // ... and the caller got its ctx.Err()
 	faultInvalidate
+	faultRefresh
 	faultCacheClose // Close or Shutdown racing with the workers
 	faultHealthError
 	faultHealthPanic
@@ -94,7 +95,7 @@ const (
 var faultNames = [numFaultKinds]string{
 	"build errors", "build panics", "builds blocked until ctx end", "builds past BuildTimeout", "slow builds", "nested builds",
 	"close errors", "close panics", "slow closes",
-	"caller cancellations", "callers that gave up", "invalidations", "racing Close/Shutdown",
+	"caller cancellations", "callers that gave up", "invalidations", "refreshes", "racing Close/Shutdown",
 	"health check errors", "health check panics", "OnEvict panics",
 }
 
@@ -157,6 +158,18 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 	s.opts.IdleTimeout = some(40, 5, 50)
 	s.opts.MaxLifetime = some(30, 10, 100)
 	s.opts.ErrorTTL = some(40, 2, 20)
+	s.opts.RefreshAfter = some(30, 3, 60)
+	if lt := s.opts.MaxLifetime; lt > 0 && s.opts.RefreshAfter >= lt {
+		s.opts.RefreshAfter = lt / 2
+	}
+	// The shorter of the two that are set.
+	shorter := max(s.opts.MaxLifetime, s.opts.RefreshAfter)
+	if s.opts.MaxLifetime > 0 && s.opts.RefreshAfter > 0 {
+		shorter = min(s.opts.MaxLifetime, s.opts.RefreshAfter)
+	}
+	if shorter > 0 && rng.IntN(2) == 0 {
+		s.opts.LifetimeJitter = shorter / 3
+	}
 	if s.opts.ErrorTTL > 0 && rng.IntN(3) == 0 {
 		s.opts.MaxErrorEntries = 1 + rng.IntN(3)
 	}
@@ -203,8 +216,8 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 
 func (s *faultSchedule) String() string {
 	o := &s.opts
-	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v Policy=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
-		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval, o.Policy,
+	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v RefreshAfter=%v LifetimeJitter=%v Policy=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
+		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval, o.RefreshAfter, o.LifetimeJitter, o.Policy,
 		s.fail, s.panic, s.block, s.overrun, s.slow, s.nested, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.background, s.closeAfter, s.shutdownRacer)
 }
 
@@ -591,9 +604,16 @@ func (r *faultRun) worker(w int) {
 				}
 				held = append(held, l)
 			}
-		case op < 75:
+		case op < 70:
 			r.fault(faultInvalidate)
 			c.Invalidate(key)
+		case op < 75:
+			r.fault(faultRefresh)
+			ctx, cancel, _ := r.callerCtx(rng)
+			if err := c.Refresh(ctx, key); err != nil {
+				r.checkCallErr(ctx, "Refresh", key, err)
+			}
+			cancel()
 		case op < 85:
 			closed := r.closeReturned.Load()
 			if v, ok := c.Peek(key); ok {
@@ -666,9 +686,22 @@ func (r *faultRun) call(rng *rand.Rand, key int, lease bool) (faultLease, bool) 
 		release func()
 		err     error
 	)
-	if lease {
+	switch {
+	case lease && rng.IntN(2) == 0:
 		v, release, err = r.c.Acquire(ctx, key)
-	} else {
+	case lease:
+		// A Lease, ended half the time by Discard: the value is found
+		// broken, and leaves if its entry still holds it.
+		var l Lease[int, *faultValue]
+		l, err = r.c.Lease(ctx, key)
+		v, release = l.Value(), l.Release
+		if rng.IntN(2) == 0 {
+			release = l.Discard
+		}
+		if err != nil {
+			release = noRelease
+		}
+	default:
 		v, err = r.c.Get(ctx, key)
 	}
 	name := "Get"

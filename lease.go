@@ -21,7 +21,7 @@ type Lease[K comparable, V any] struct {
 }
 
 // leaseToken is the state that the copies of a Lease share. Tokens are
-// reused through Cache.leaseP (unless leaks are tracked); gen tells one use
+// reused through Cache.tokens (unless leaks are tracked); gen tells one use
 // from the next: a release that finds gen moved on is a stale copy's, and
 // does nothing.
 type leaseToken[K comparable, V any] struct {
@@ -116,7 +116,7 @@ func (l Lease[K, V]) end() *entry[K, V] {
 		t.track.end()
 		return e
 	}
-	t.c.leaseP.Put(t)
+	t.c.tokens.put(t)
 	return e
 }
 
@@ -126,7 +126,7 @@ func (c *Cache[K, V]) newLease(e *entry[K, V]) Lease[K, V] {
 	if c.opts.LeakThreshold > 0 {
 		return c.newTrackedLease(e)
 	}
-	t, _ := c.leaseP.Get().(*leaseToken[K, V])
+	t := c.tokens.get()
 	if t == nil {
 		t = &leaseToken[K, V]{c: c}
 	}

@@ -53,6 +53,30 @@ type Options[K comparable, V any] struct {
 	// default: 0, never.
 	MaxLifetime time.Duration
 
+	// RefreshAfter makes a use (Get, Acquire, Lease) of an entry older than
+	// this (since its build) start a rebuild in the background, and return
+	// the current value at once; the new value replaces the old one when
+	// its build succeeds (see [Cache.Refresh], which does the same on
+	// demand). At most one refresh per key runs at a time. A failed
+	// automatic refresh keeps the old value and is retried at a use at
+	// least RefreshAfter/8 later, the wait doubling with each consecutive
+	// failure up to RefreshAfter. Idle entries are not refreshed: they
+	// expire. New rejects a RefreshAfter not below MaxLifetime when both
+	// are set.
+	//
+	// default: 0, off.
+	RefreshAfter time.Duration
+
+	// LifetimeJitter shortens each entry's MaxLifetime and RefreshAfter by
+	// a random amount in [0, LifetimeJitter), drawn once when the entry is
+	// built, so that entries built together do not expire or refresh
+	// together (a reconnection storm). New rejects a LifetimeJitter that
+	// is not below the shorter of MaxLifetime and RefreshAfter, or that is
+	// set without either.
+	//
+	// default: 0, none.
+	LifetimeJitter time.Duration
+
 	// BuildTimeout is the deadline of one build, whoever waits for it,
 	// counted from the moment the build gets its slot (MaxConcurrentBuilds):
 	// the wait for a slot is not part of it. The build's context is
@@ -227,6 +251,8 @@ func (o *Options[K, V]) validate() error {
 		{"HealthCheckTimeout", o.HealthCheckTimeout},
 		{"ClockResolution", o.ClockResolution},
 		{"LeakThreshold", o.LeakThreshold},
+		{"RefreshAfter", o.RefreshAfter},
+		{"LifetimeJitter", o.LifetimeJitter},
 	}
 	for _, f := range durations {
 		if f.v < 0 {
@@ -235,6 +261,21 @@ func (o *Options[K, V]) validate() error {
 	}
 	if o.Policy != LRU && o.Policy != TinyLFU {
 		return fmt.Errorf("rescache: Options.Policy %v is not LRU or TinyLFU", o.Policy)
+	}
+	if o.RefreshAfter > 0 && o.MaxLifetime > 0 && o.RefreshAfter >= o.MaxLifetime {
+		return fmt.Errorf("rescache: Options.RefreshAfter (%v) is not below MaxLifetime (%v): the entry would expire before its refresh", o.RefreshAfter, o.MaxLifetime)
+	}
+	if j := o.LifetimeJitter; j > 0 {
+		shorter := o.MaxLifetime
+		if o.RefreshAfter > 0 && (shorter == 0 || o.RefreshAfter < shorter) {
+			shorter = o.RefreshAfter
+		}
+		if shorter == 0 {
+			return errors.New("rescache: Options.LifetimeJitter is set but neither MaxLifetime nor RefreshAfter is")
+		}
+		if j >= shorter {
+			return fmt.Errorf("rescache: Options.LifetimeJitter (%v) is not below the shorter of MaxLifetime and RefreshAfter (%v)", j, shorter)
+		}
 	}
 	if r := o.ClockResolution; r != 0 && (r < minClock || r > maxExplicitClock) {
 		return fmt.Errorf("rescache: Options.ClockResolution %v is outside [%v, %v]", r, minClock, maxExplicitClock)
@@ -274,7 +315,7 @@ func (o Options[K, V]) withDefaults() Options[K, V] {
 // defaultClock is the clock tick for o, or 0 when the cache needs no clock.
 func (o *Options[K, V]) defaultClock() time.Duration {
 	shortest := time.Duration(0)
-	for _, d := range []time.Duration{o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.LeakThreshold} {
+	for _, d := range []time.Duration{o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.LeakThreshold, o.RefreshAfter} {
 		if d > 0 && (shortest == 0 || d < shortest) {
 			shortest = d
 		}

@@ -15,9 +15,14 @@ import (
 // read-modify-write: see addSingleWriter.
 type pcounter struct {
 	cells []pcell
+	_     [64]byte // keeps overflow off the cache lines of the fields before it
 	// overflow takes the updates of Ps created after the counter, when
-	// GOMAXPROCS grows; cells of those Ps would have two writers.
+	// GOMAXPROCS grows; cells of those Ps would have two writers. It is
+	// written with atomics on every hit of such a P, so the padding around
+	// it keeps the Cache's read-mostly fields (read on every hit) off its
+	// cache line.
 	overflow pcell
+	_        [64]byte
 }
 
 type pcell struct {
@@ -26,7 +31,9 @@ type pcell struct {
 }
 
 func newPcounter() pcounter {
-	return pcounter{cells: make([]pcell, runtime.GOMAXPROCS(0))}
+	// A cell for every CPU too, so that raising GOMAXPROCS up to the
+	// number of CPUs after New does not send hits to the overflow cell.
+	return pcounter{cells: make([]pcell, max(runtime.GOMAXPROCS(0), runtime.NumCPU()))}
 }
 
 // add adds to the counts of hits, leases taken and leases released.

@@ -65,6 +65,7 @@ type model struct {
 	entries map[int]mentry
 	builds  map[int]int
 	leases  []mval       // outstanding leases, in the order taken
+	byLease []bool       // for each of leases: taken with Lease (so it can Discard), not Acquire
 	closes  map[mval]int // how often each value was closed
 	closed  bool
 
@@ -76,6 +77,7 @@ func (m *model) clone() *model {
 	n.entries = maps.Clone(m.entries)
 	n.builds = maps.Clone(m.builds)
 	n.leases = slices.Clone(m.leases)
+	n.byLease = slices.Clone(m.byLease)
 	n.closes = maps.Clone(m.closes)
 	return &n
 }
@@ -150,6 +152,7 @@ type pval struct {
 type held struct {
 	v       *pval
 	release func()
+	discard func() // nil for a lease from Acquire
 }
 
 func (s *sys) observe(gen int, err error) obs {
@@ -213,7 +216,7 @@ func getCmd(key int, acquire bool) commands.Command {
 			var release func()
 			v, release, err = s.c.Acquire(context.Background(), key)
 			if err == nil {
-				s.leases = append(s.leases, held{v, release})
+				s.leases = append(s.leases, held{v, release, nil})
 			}
 		} else {
 			v, err = s.c.Get(context.Background(), key)
@@ -229,6 +232,7 @@ func getCmd(key int, acquire bool) commands.Command {
 		gen := m.get(key)
 		if acquire {
 			m.leases = append(m.leases, mval{key, gen})
+			m.byLease = append(m.byLease, false)
 		}
 		return obs{gen: gen}
 	})
@@ -248,6 +252,7 @@ func releaseCmd(i int) commands.Command {
 			j := i % len(m.leases)
 			v := m.leases[j]
 			m.leases = slices.Delete(m.leases, j, j+1)
+			m.byLease = slices.Delete(m.byLease, j, j+1)
 			if e, ok := m.entries[v.key]; ok && e.gen == v.gen {
 				e.used = m.now // a release counts as a use
 				m.entries[v.key] = e
@@ -255,6 +260,82 @@ func releaseCmd(i int) commands.Command {
 				m.closes[v]++ // evicted while leased: closed at its last release
 			}
 		}
+		return obs{}
+	})
+}
+
+// leaseCmd takes a Lease (rather than Acquire's release func).
+func leaseCmd(key int) commands.Command {
+	return cmd(fmt.Sprintf("Lease(%d)", key), func(s *sys) obs {
+		l, err := s.c.Lease(context.Background(), key)
+		if err != nil {
+			return s.observe(0, err)
+		}
+		s.leases = append(s.leases, held{l.Value(), l.Release, l.Discard})
+		return s.observe(l.Value().gen, nil)
+	}, func(m *model) obs {
+		if m.closed {
+			return obs{closed: true}
+		}
+		gen := m.get(key)
+		m.leases = append(m.leases, mval{key, gen})
+		m.byLease = append(m.byLease, true)
+		return obs{gen: gen}
+	})
+}
+
+// discardCmd discards the i-th lease (releases it when it came from
+// Acquire): the entry leaves if it still holds that value.
+func discardCmd(i int) commands.Command {
+	return cmd(fmt.Sprintf("Discard(#%d)", i), func(s *sys) obs {
+		if len(s.leases) > 0 {
+			j := i % len(s.leases)
+			if d := s.leases[j].discard; d != nil {
+				d()
+				d() // idempotent
+			} else {
+				s.leases[j].release()
+			}
+			s.leases = slices.Delete(s.leases, j, j+1)
+		}
+		return s.observe(0, nil)
+	}, func(m *model) obs {
+		if len(m.leases) > 0 {
+			j := i % len(m.leases)
+			v, discard := m.leases[j], m.byLease[j]
+			m.leases = slices.Delete(m.leases, j, j+1)
+			m.byLease = slices.Delete(m.byLease, j, j+1)
+			e, ok := m.entries[v.key]
+			switch {
+			case ok && e.gen == v.gen && discard:
+				m.remove(v.key)
+			case ok && e.gen == v.gen:
+				e.used = m.now // a release counts as a use
+				m.entries[v.key] = e
+			case !m.leased(v):
+				m.closes[v]++
+			}
+		}
+		return obs{}
+	})
+}
+
+// refreshCmd refreshes key: a new build replaces the current value (the old
+// one closes at its last release), or, for an absent key, builds it.
+func refreshCmd(key int) commands.Command {
+	return cmd(fmt.Sprintf("Refresh(%d)", key), func(s *sys) obs {
+		return s.observe(0, s.c.Refresh(context.Background(), key))
+	}, func(m *model) obs {
+		if m.closed {
+			return obs{closed: true}
+		}
+		if _, ok := m.entries[key]; !ok {
+			m.get(key)
+			return obs{}
+		}
+		m.remove(key)
+		m.builds[key]++
+		m.entries[key] = mentry{gen: m.builds[key], built: m.now, used: m.now}
 		return obs{}
 	})
 }
@@ -359,6 +440,9 @@ func testPropertyMatchesModel(t *testing.T, policy Policy, maxEntries int) {
 					{Weight: 6, Gen: key.Map(func(k int) commands.Command { return getCmd(k, true) })},
 					{Weight: 6, Gen: gen.IntRange(0, 7).Map(func(i int) commands.Command { return releaseCmd(i) })},
 					{Weight: 3, Gen: key.Map(func(k int) commands.Command { return invalidateCmd(k) })},
+					{Weight: 4, Gen: key.Map(func(k int) commands.Command { return leaseCmd(k) })},
+					{Weight: 2, Gen: gen.IntRange(0, 7).Map(func(i int) commands.Command { return discardCmd(i) })},
+					{Weight: 2, Gen: key.Map(func(k int) commands.Command { return refreshCmd(k) })},
 					{Weight: 4, Gen: gen.IntRange(1, 40).Map(func(n int) commands.Command { return advanceCmd(n) })},
 					{Weight: 1, Gen: gen.Const(closeCmd())},
 				})

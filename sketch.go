@@ -109,8 +109,8 @@ func rehash(h uint64) uint64 {
 // while pinned to its P (so each ring has a single writer) and drained into
 // the sketch under Cache.mu, by the next insert and by the janitor's tick.
 // It is lossy, as Caffeine's read buffer is: a ring that fills between two
-// drains overwrites its oldest records, and a P created after the buffer
-// (GOMAXPROCS raised) records nothing. Losing a few hits only makes the
+// drains overwrites its oldest records, and a P beyond the rings (GOMAXPROCS
+// raised past the CPUs after New) records nothing. Losing a few hits only makes the
 // frequencies a little lower; the sketch is an estimate anyway.
 type readBuffer struct {
 	rings []readRing

@@ -24,13 +24,16 @@ const (
 	EvictUnhealthy
 	// EvictDiscarded: the entry left through [Lease.Discard].
 	EvictDiscarded
+	// EvictReplaced: a refresh replaced the entry's value ([Cache.Refresh],
+	// Options.RefreshAfter).
+	EvictReplaced
 
-	numEvictReasons = int(EvictDiscarded) + 1
+	numEvictReasons = int(EvictReplaced) + 1
 )
 
 // EvictReasons lists every EvictReason, in order.
 func EvictReasons() []EvictReason {
-	return []EvictReason{EvictCapacity, EvictIdle, EvictLifetime, EvictInvalidated, EvictClosed, EvictUnhealthy, EvictDiscarded}
+	return []EvictReason{EvictCapacity, EvictIdle, EvictLifetime, EvictInvalidated, EvictClosed, EvictUnhealthy, EvictDiscarded, EvictReplaced}
 }
 
 // String returns the lower-case name of r, as used in logs and metric labels.
@@ -50,6 +53,8 @@ func (r EvictReason) String() string {
 		return "unhealthy"
 	case EvictDiscarded:
 		return "discarded"
+	case EvictReplaced:
+		return "replaced"
 	default:
 		return "unknown"
 	}
@@ -104,6 +109,12 @@ type Stats struct {
 	// Building is the number of build functions running (the part of
 	// Pending past the wait for a slot).
 	Building int
+	// Refreshes counts refreshes finished ([Cache.Refresh] and
+	// RefreshAfter), whatever their outcome; RefreshErrors those that
+	// failed (the old value stayed). Their builds are also counted in
+	// Builds.
+	Refreshes, RefreshErrors uint64
+
 	// LeaseLeaks counts leases reported by Options.LeakThreshold (held
 	// past it), or dropped unreleased and released by the garbage
 	// collector; a lease counts once.
@@ -127,6 +138,7 @@ type counters struct {
 	closes, closeErrors              atomic.Uint64
 	healthChecks, healthCheckErrors  atomic.Uint64
 	leaseLeaks                       atomic.Uint64
+	refreshes, refreshErrors         atomic.Uint64
 	entries, pending, building       atomic.Int64
 	liveValues                       atomic.Int64 // built values not yet closed
 	_                                [0]func()    // not comparable
@@ -147,6 +159,8 @@ func (c *counters) snapshot(hits uint64) Stats {
 		HealthChecks:      c.healthChecks.Load(),
 		HealthCheckErrors: c.healthCheckErrors.Load(),
 		LeaseLeaks:        c.leaseLeaks.Load(),
+		Refreshes:         c.refreshes.Load(),
+		RefreshErrors:     c.refreshErrors.Load(),
 		Entries:           int(c.entries.Load()),
 		Pending:           int(c.pending.Load()),
 		Building:          int(c.building.Load()),

@@ -108,7 +108,7 @@ func newTinyLFU[K comparable, V any](maxEntries int) *tinyLFU[K, V] {
 		protectedMax: (maxEntries - window) * 8 / 10,
 		sketch:       newSketch(maxEntries),
 		rng:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		reads:        newReadBuffer(runtime.GOMAXPROCS(0)),
+		reads:        newReadBuffer(max(runtime.GOMAXPROCS(0), runtime.NumCPU())), // as many rings as c.hot has cells
 		seed:         maphash.MakeSeed(),
 	}
 }
@@ -123,17 +123,27 @@ func (p *tinyLFU[K, V]) keyHash(key K) uint32 {
 	return 1
 }
 
+// newEntry returns a new pending entry for key; with TinyLFU it carries
+// the key's hash, computed before the entry is published, since callers
+// read it without a lock (the hit path, and callers waiting for the
+// build).
+func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
+	e := newEntry[K, V](key)
+	if c.lfu != nil {
+		e.hash = c.lfu.keyHash(key)
+	}
+	return e
+}
+
 // lenLocked returns the number of entries in the segments (not parked).
 func (p *tinyLFU[K, V]) lenLocked() int {
 	return len(p.seg[segWindow]) + len(p.seg[segProbation]) + len(p.seg[segProtected])
 }
 
 // enterLocked prepares e, whose build just succeeded, to enter the window,
-// and counts its insert in the sketch. The caller pushes it.
+// and counts its insert in the sketch. The caller pushes it. e.hash was
+// set by Cache.newEntry.
 func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
-	if e.hash == 0 { // computed by slow, unless the entry was made elsewhere
-		e.hash = p.keyHash(e.key)
-	}
 	e.seg = segWindow
 	p.sketch.increment(e.hash)
 }

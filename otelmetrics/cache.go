@@ -68,8 +68,8 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 		obs = append(obs, i)
 		return i
 	}
-	hits := counter("rescache.hits", "{call}", "Calls of Get and Acquire served by a found entry.")
-	misses := counter("rescache.misses", "{call}", "Calls of Get and Acquire that waited for a build, started or joined.")
+	hits := counter("rescache.hits", "{call}", "Calls of Get, Lease and Acquire served by a found entry.")
+	misses := counter("rescache.misses", "{call}", "Calls of Get, Lease and Acquire that waited for a build, started or joined.")
 	errorHits := counter("rescache.error_hits", "{call}", "Calls answered with a remembered build error (ErrorTTL).")
 	builds := counter("rescache.builds", "{build}", "Calls of the build function.")
 	buildErrors := counter("rescache.build.errors", "{build}", "Builds that failed: returned an error, panicked or ran out of time.")
@@ -84,8 +84,12 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 	healthChecks := counter("rescache.health_checks", "{check}", "Health checks run on idle entries.")
 	healthCheckErrors := counter("rescache.health_check.errors", "{check}", "Health checks that failed; each one evicts its entry.")
 	entries := gauge("rescache.entries", "{entry}", "Found entries in the cache.")
-	pending := gauge("rescache.pending", "{build}", "Builds in flight.")
-	leased := gauge("rescache.leased", "{lease}", "Leases from Acquire not yet released.")
+	pending := gauge("rescache.pending", "{build}", "Builds started whose build function has not returned (waiting for a slot or running).")
+	building := gauge("rescache.building", "{build}", "Build functions running.")
+	leased := gauge("rescache.leased", "{lease}", "Leases (Lease, Acquire) not yet released.")
+	refreshes := counter("rescache.refreshes", "{refresh}", "Refreshes finished (Refresh, RefreshAfter), whatever their outcome.")
+	refreshErrors := counter("rescache.refresh.errors", "{refresh}", "Refreshes that failed; the old value stayed.")
+	leaseLeaks := counter("rescache.lease.leaks", "{lease}", "Leases held past LeakThreshold, or dropped without Release.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("otelmetrics: creating the cache instruments: %w", err)
 	}
@@ -124,7 +128,11 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 		count(o, healthCheckErrors, s.HealthCheckErrors, at)
 		o.ObserveInt64(entries, int64(s.Entries), at)
 		o.ObserveInt64(pending, int64(s.Pending), at)
+		o.ObserveInt64(building, int64(s.Building), at)
 		o.ObserveInt64(leased, int64(s.Leased), at)
+		count(o, refreshes, s.Refreshes, at)
+		count(o, refreshErrors, s.RefreshErrors, at)
+		count(o, leaseLeaks, s.LeaseLeaks, at)
 		return nil
 	}, obs...)
 	if err != nil {

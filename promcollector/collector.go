@@ -37,8 +37,8 @@ func New(name string, c Statser) prometheus.Collector {
 	sc := &statsCollector{
 		src: c,
 
-		hits:              d("hits_total", "Calls of Get and Acquire served by a found entry."),
-		misses:            d("misses_total", "Calls of Get and Acquire that waited for a build, started or joined."),
+		hits:              d("hits_total", "Calls of Get, Lease and Acquire served by a found entry."),
+		misses:            d("misses_total", "Calls of Get, Lease and Acquire that waited for a build, started or joined."),
 		errorHits:         d("error_hits_total", "Calls answered with a remembered build error (ErrorTTL)."),
 		builds:            d("builds_total", "Calls of the build function."),
 		buildErrors:       d("build_errors_total", "Builds that failed: returned an error, panicked or ran out of time."),
@@ -49,8 +49,12 @@ func New(name string, c Statser) prometheus.Collector {
 		healthChecks:      d("health_checks_total", "Health checks run on idle entries."),
 		healthCheckErrors: d("health_check_errors_total", "Health checks that failed; each one evicts its entry (reason=\"unhealthy\")."),
 		entries:           d("entries", "Found entries in the cache."),
-		pending:           d("pending", "Builds in flight."),
-		leased:            d("leased", "Leases from Acquire not yet released."),
+		pending:           d("pending", "Builds started whose build function has not returned (waiting for a slot or running)."),
+		building:          d("building", "Build functions running."),
+		leased:            d("leased", "Leases (Lease, Acquire) not yet released."),
+		refreshes:         d("refreshes_total", "Refreshes finished (Refresh, RefreshAfter), whatever their outcome."),
+		refreshErrors:     d("refresh_errors_total", "Refreshes that failed; the old value stayed."),
+		leaseLeaks:        d("lease_leaks_total", "Leases held past LeakThreshold, or dropped without Release."),
 		buildDuration:     d("build_duration_seconds", "Time spent in finished builds; _sum / _count is the mean build latency. Only the +Inf bucket: the cache keeps a count and a total."),
 
 		reasons: reasonLabels(),
@@ -61,7 +65,8 @@ func New(name string, c Statser) prometheus.Collector {
 		sc.evictions,
 		sc.closes, sc.closeErrors,
 		sc.healthChecks, sc.healthCheckErrors,
-		sc.entries, sc.pending, sc.leased,
+		sc.entries, sc.pending, sc.building, sc.leased,
+		sc.refreshes, sc.refreshErrors, sc.leaseLeaks,
 		sc.buildDuration,
 	}
 	return sc
@@ -78,6 +83,8 @@ type statsCollector struct {
 	closes, closeErrors                     *prometheus.Desc
 	healthChecks, healthCheckErrors         *prometheus.Desc
 	entries, pending, leased, buildDuration *prometheus.Desc
+	building, refreshes, refreshErrors      *prometheus.Desc
+	leaseLeaks                              *prometheus.Desc
 	descs                                   []*prometheus.Desc // all of the above
 
 	reasons []reasonLabel
@@ -129,7 +136,11 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, c.healthCheckErrors, s.HealthCheckErrors)
 	gauge(ch, c.entries, s.Entries)
 	gauge(ch, c.pending, s.Pending)
+	gauge(ch, c.building, s.Building)
 	gauge(ch, c.leased, s.Leased)
+	counter(ch, c.refreshes, s.Refreshes)
+	counter(ch, c.refreshErrors, s.RefreshErrors)
+	counter(ch, c.leaseLeaks, s.LeaseLeaks)
 	ch <- prometheus.MustNewConstHistogram(c.buildDuration, s.Builds, s.BuildTime.Seconds(), nil)
 }
 

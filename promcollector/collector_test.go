@@ -67,6 +67,9 @@ rescache_build_errors_total{cache="tenants"} 5
 # HELP rescache_build_panics_total Builds that panicked (also counted in rescache_build_errors_total).
 # TYPE rescache_build_panics_total counter
 rescache_build_panics_total{cache="tenants"} 1
+# HELP rescache_building Build functions running.
+# TYPE rescache_building gauge
+rescache_building{cache="tenants"} 0
 # HELP rescache_builds_total Calls of the build function.
 # TYPE rescache_builds_total counter
 rescache_builds_total{cache="tenants"} 20
@@ -86,9 +89,11 @@ rescache_error_hits_total{cache="tenants"} 4
 # TYPE rescache_evictions_total counter
 rescache_evictions_total{cache="tenants",reason="capacity"} 6
 rescache_evictions_total{cache="tenants",reason="closed"} 0
+rescache_evictions_total{cache="tenants",reason="discarded"} 0
 rescache_evictions_total{cache="tenants",reason="idle"} 3
 rescache_evictions_total{cache="tenants",reason="invalidated"} 2
 rescache_evictions_total{cache="tenants",reason="lifetime"} 0
+rescache_evictions_total{cache="tenants",reason="replaced"} 0
 rescache_evictions_total{cache="tenants",reason="unhealthy"} 1
 # HELP rescache_health_check_errors_total Health checks that failed; each one evicts its entry (reason="unhealthy").
 # TYPE rescache_health_check_errors_total counter
@@ -96,18 +101,27 @@ rescache_health_check_errors_total{cache="tenants"} 1
 # HELP rescache_health_checks_total Health checks run on idle entries.
 # TYPE rescache_health_checks_total counter
 rescache_health_checks_total{cache="tenants"} 40
-# HELP rescache_hits_total Calls of Get and Acquire served by a found entry.
+# HELP rescache_hits_total Calls of Get, Lease and Acquire served by a found entry.
 # TYPE rescache_hits_total counter
 rescache_hits_total{cache="tenants"} 101
-# HELP rescache_leased Leases from Acquire not yet released.
+# HELP rescache_lease_leaks_total Leases held past LeakThreshold, or dropped without Release.
+# TYPE rescache_lease_leaks_total counter
+rescache_lease_leaks_total{cache="tenants"} 0
+# HELP rescache_leased Leases (Lease, Acquire) not yet released.
 # TYPE rescache_leased gauge
 rescache_leased{cache="tenants"} 3
-# HELP rescache_misses_total Calls of Get and Acquire that waited for a build, started or joined.
+# HELP rescache_misses_total Calls of Get, Lease and Acquire that waited for a build, started or joined.
 # TYPE rescache_misses_total counter
 rescache_misses_total{cache="tenants"} 23
-# HELP rescache_pending Builds in flight.
+# HELP rescache_pending Builds started whose build function has not returned (waiting for a slot or running).
 # TYPE rescache_pending gauge
 rescache_pending{cache="tenants"} 2
+# HELP rescache_refresh_errors_total Refreshes that failed; the old value stayed.
+# TYPE rescache_refresh_errors_total counter
+rescache_refresh_errors_total{cache="tenants"} 0
+# HELP rescache_refreshes_total Refreshes finished (Refresh, RefreshAfter), whatever their outcome.
+# TYPE rescache_refreshes_total counter
+rescache_refreshes_total{cache="tenants"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Error(err)

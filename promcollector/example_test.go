@@ -59,9 +59,11 @@ func Example() {
 	// rescache_entries{cache="tenants"} 1
 	// rescache_evictions_total{cache="tenants",reason="capacity"} 0
 	// rescache_evictions_total{cache="tenants",reason="closed"} 0
+	// rescache_evictions_total{cache="tenants",reason="discarded"} 0
 	// rescache_evictions_total{cache="tenants",reason="idle"} 0
 	// rescache_evictions_total{cache="tenants",reason="invalidated"} 1
 	// rescache_evictions_total{cache="tenants",reason="lifetime"} 0
+	// rescache_evictions_total{cache="tenants",reason="replaced"} 0
 	// rescache_evictions_total{cache="tenants",reason="unhealthy"} 0
 	// rescache_hits_total{cache="tenants"} 2
 	// rescache_misses_total{cache="tenants"} 2

@@ -133,6 +133,10 @@ func wantSeries() map[string]float64 {
 		"rescache_entries":                      0,
 		"rescache_pending":                      0,
 		"rescache_leased":                       0,
+		"rescache_building":                     0,
+		"rescache_refreshes_total":              0,
+		"rescache_refresh_errors_total":         0,
+		"rescache_lease_leaks_total":            0,
 		"rescache_build_duration_seconds_count": 0,
 	}
 	for _, r := range rescache.EvictReasons() {

@@ -191,7 +191,12 @@ func TestBuildErrors(t *testing.T) {
 				t.Errorf("Len() = %d after a failed build; want 0", n)
 			}
 			shutdown(t, c)
-			verifyNoLeaks(t, leaks)
+			// The fake server's own goroutines are not the adapter's: after
+			// a failed AUTH, under load, go-redis may leave one connection
+			// that it dialed while the client closed open until the server
+			// ends (miniredis serves it on a goroutine). Connections that
+			// stay open are counted on the server by the eviction tests.
+			verifyNoLeaks(t, leaks, goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer"))
 		})
 	}
 }

@@ -22,15 +22,27 @@
 // the tenant and the cause with passwords redacted; nothing is cached for the
 // tenant (unless the cache's ErrorTTL says otherwise).
 //
-// # Get or Acquire
+// # Get or Lease
 //
 // A client from [rescache.Cache.Get] may be closed by an eviction while a
 // command on it is in flight; the command then fails with [redis.ErrClosed].
 // That is fine for short commands whose caller retries. Use
-// [rescache.Cache.Acquire] for blocking commands (BLPOP, XREAD), pipelines,
-// transactions and Pub/Sub: while the lease is held the client stays open
-// even if its tenant is evicted, and it is closed when the last lease is
-// released.
+// [rescache.Cache.Lease], and defer the lease's Release, for blocking
+// commands (BLPOP, XREAD), pipelines, transactions and Pub/Sub: while the
+// lease is held the client stays open even if its tenant is evicted, and it
+// is closed when the last lease is released:
+//
+//	l, err := tenants.Lease(ctx, tenant)
+//	if err != nil { ... }
+//	defer l.Release()
+//	vals, err := l.Value().BLPop(ctx, 30*time.Second, "jobs").Result()
+//
+// go-redis replaces a broken connection by itself, so a failed command is
+// no reason to drop the client. A caller that knows the client itself is
+// wrong (its tenant moved to another server) calls the lease's Discard
+// instead of Release: the client leaves the cache with reason
+// [rescache.EvictDiscarded], unless a newer one replaced it already, and is
+// closed at its last release.
 //
 // # Servers that go away
 //
@@ -63,4 +75,12 @@
 // closed when it next takes it from its pool, drops it and retries the
 // command on a new connection, before sending anything on the old one.
 // [PoolBudget] reports the budget's figures.
+//
+// # Rotation across instances
+//
+// [Announce] publishes "refresh:<key>" or "invalidate:<key>" on a Pub/Sub
+// channel; [Follow], run on every instance, applies them to a cache of any
+// kind ([rescache.Cache.Refresh] or [rescache.Cache.Invalidate]), and
+// refreshes every cached entry after go-redis subscribes again, since
+// Pub/Sub drops the messages sent while a subscriber is disconnected.
 package redisadapter

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"sync"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -80,12 +82,12 @@ func ExampleNew_acquire() {
 	defer tenants.Close()
 
 	ctx := context.Background()
-	rdb, release, err := tenants.Acquire(ctx, "acme")
+	l, err := tenants.Lease(ctx, "acme")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer release()
-	cmds, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	defer l.Release()
+	cmds, err := l.Value().TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, "acme:user:1", "name", "Ada")
 		p.HGet(ctx, "acme:user:1", "name")
 		return nil
@@ -167,4 +169,67 @@ func ExampleNewUniversal() {
 	// Output:
 	// acme gold
 	// globex gold
+}
+
+// Two instances share a Redis: when a tenant's credentials change, one of
+// them announces it and every instance that follows the channel rebuilds
+// that tenant's value in the background.
+func ExampleFollow() {
+	server, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer server.Close()
+
+	// The secret each build reads; a build of tenant "acme" returns the
+	// password it used.
+	var secrets sync.Map
+	secrets.Store("acme", "old-password")
+	tenants, err := rescache.New(func(_ context.Context, tenant string) (string, error) {
+		p, _ := secrets.Load(tenant)
+		return p.(string), nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tenants.Close()
+
+	ctx, stop := context.WithCancel(context.Background())
+	follower := redis.NewClient(&redis.Options{Addr: server.Addr()})
+	defer follower.Close()
+	parse := func(s string) (string, error) { return s, nil }
+	done := make(chan error, 1)
+	go func() { done <- redisadapter.Follow(ctx, follower, "tenants", tenants, parse) }()
+
+	p, _ := tenants.Get(ctx, "acme")
+	fmt.Println("before:", p)
+
+	// Another instance, with a client of its own, rotates the password.
+	other := redis.NewClient(&redis.Options{Addr: server.Addr()})
+	defer other.Close()
+	waitUntil(func() bool { // Follow has subscribed
+		n, _ := other.PubSubNumSub(ctx, "tenants").Result()
+		return n["tenants"] == 1
+	})
+	secrets.Store("acme", "new-password")
+	if err := redisadapter.Announce(ctx, other, "tenants", redisadapter.OpRefresh, "acme"); err != nil {
+		log.Fatal(err)
+	}
+	waitUntil(func() bool { return tenants.Stats().Refreshes == 1 })
+	p, _ = tenants.Get(ctx, "acme")
+	fmt.Println("after:", p)
+
+	stop()
+	fmt.Println("Follow returned:", <-done)
+	// Output:
+	// before: old-password
+	// after: new-password
+	// Follow returned: context canceled
+}
+
+// waitUntil polls cond every millisecond, for 5s at most.
+func waitUntil(cond func() bool) {
+	for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -254,13 +254,13 @@ func TestEvictedTenantsConnectionsLeaveServer(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 2))
 			for range 60 {
 				tenant := rng.IntN(tenants)
-				rc, release, err := c.Acquire(ctx, tenant)
+				l, err := c.Lease(ctx, tenant)
 				if err != nil {
 					errs <- err
 					return
 				}
-				err = rc.Incr(ctx, f.key("ops")).Err()
-				release()
+				err = l.Value().Incr(ctx, f.key("ops")).Err()
+				l.Release()
 				if err != nil {
 					errs <- fmt.Errorf("tenant %d: INCR: %w", tenant, err)
 					return
@@ -345,10 +345,11 @@ func TestLeaseHeldAcrossEviction(t *testing.T) {
 	})
 	ctx := context.Background()
 
-	rc, release, err := c.Acquire(ctx, 0)
+	l, err := c.Lease(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rc := l.Value()
 	list := f.key("list")
 	type popResult struct {
 		vals []string
@@ -407,8 +408,9 @@ func TestLeaseHeldAcrossEviction(t *testing.T) {
 		t.Fatalf("PING on the evicted, leased client: %v", err)
 	}
 
-	release()
-	release() // idempotent
+	copied := l
+	l.Release()
+	copied.Release() // idempotent across copies
 	select {
 	case tenant := <-closed:
 		if tenant != 0 {

@@ -103,13 +103,13 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 						time.Sleep(15 * time.Millisecond)
 						srv.down.Store(false)
 					}
-					db, release, err := c.Acquire(ctx, tenant)
+					l, err := c.Lease(ctx, tenant)
 					if err == nil {
 						var got string
 						qctx, cancel := context.WithTimeout(ctx, time.Minute)
-						err = db.QueryRowContext(qctx, "SELECT server").Scan(&got)
+						err = l.Value().QueryRowContext(qctx, "SELECT server").Scan(&got)
 						cancel()
-						release()
+						l.Release()
 					}
 					if err != nil {
 						mu.Lock()
@@ -140,48 +140,82 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 }
 
 // A pool evicted while leased keeps its connections, counted, until its
-// last lease is released; then they are given back.
+// last lease is released; then they are given back. The pool leaves the
+// cache through Invalidate under a Lease and under Acquire's release func,
+// and through the Discard of one of two leases.
 func TestBudgetCountsDrainingPools(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv := newFakeServer(t.Name())
-		c := newBudgetCache(t, srv, 3, func(o *sqladapter.Options[string]) { o.PingTimeout = time.Second })
-		ctx := context.Background()
-		db, release, err := c.Acquire(ctx, "acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var conns []*sql.Conn
-		for range 3 {
-			conn, err := db.Conn(ctx)
+	type leased struct {
+		db      *sql.DB
+		evict   func() // takes the pool out of the cache while it is leased
+		release func() // releases its last lease
+	}
+	for _, tc := range []struct {
+		name  string
+		lease func(c *rescache.Cache[string, *sql.DB]) (leased, error)
+	}{
+		{"Lease", func(c *rescache.Cache[string, *sql.DB]) (leased, error) {
+			l, err := c.Lease(context.Background(), "acme")
+			return leased{l.Value(), func() { c.Invalidate("acme") }, l.Release}, err
+		}},
+		{"Acquire", func(c *rescache.Cache[string, *sql.DB]) (leased, error) {
+			db, release, err := c.Acquire(context.Background(), "acme")
+			return leased{db, func() { c.Invalidate("acme") }, release}, err
+		}},
+		{"Discard", func(c *rescache.Cache[string, *sql.DB]) (leased, error) {
+			broken, err := c.Lease(context.Background(), "acme")
 			if err != nil {
-				t.Fatal(err)
+				return leased{}, err
 			}
-			conns = append(conns, conn)
-		}
-		c.Invalidate("acme")
-		if st := sqladapter.PoolBudget(c); st.Held != 3 {
-			t.Errorf("Held = %d with an evicted pool holding 3; want 3", st.Held)
-		}
-		// The budget is full of the evicted pool's connections: a new
-		// tenant's build waits for one until its ping times out.
-		_, err = c.Get(ctx, "globex")
-		if !errors.Is(err, sqladapter.ErrBudgetWait) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Get(globex) with the budget held = %v; want ErrBudgetWait and DeadlineExceeded", err)
-		}
-		checkTenantError(t, err, "globex", "ping")
-		for _, conn := range conns {
-			conn.Close()
-		}
-		release()
-		synctest.Wait()
-		if n := srv.open.Load(); n != 0 {
-			t.Errorf("%d connections open after the evicted pool's last lease; want 0", n)
-		}
-		if _, err := c.Get(ctx, "globex"); err != nil {
-			t.Errorf("Get(globex) after the drain: %v", err)
-		}
-		checkDrained(t, c, srv)
-	})
+			other, err := c.Lease(context.Background(), "acme") // another request, still running
+			return leased{broken.Value(), broken.Discard, other.Release}, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t.Name())
+				c := newBudgetCache(t, srv, 3, func(o *sqladapter.Options[string]) { o.PingTimeout = time.Second })
+				ctx := context.Background()
+				l, err := tc.lease(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var conns []*sql.Conn
+				for range 3 {
+					conn, err := l.db.Conn(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conns = append(conns, conn)
+				}
+				l.evict()
+				if _, ok := c.Peek("acme"); ok {
+					t.Error("acme is still cached after its eviction")
+				}
+				if st := sqladapter.PoolBudget(c); st.Held != 3 {
+					t.Errorf("Held = %d with an evicted pool holding 3; want 3", st.Held)
+				}
+				// The budget is full of the evicted pool's connections: a new
+				// tenant's build waits for one until its ping times out.
+				_, err = c.Get(ctx, "globex")
+				if !errors.Is(err, sqladapter.ErrBudgetWait) || !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Get(globex) with the budget held = %v; want ErrBudgetWait and DeadlineExceeded", err)
+				}
+				checkTenantError(t, err, "globex", "ping")
+				for _, conn := range conns {
+					conn.Close()
+				}
+				l.release()
+				synctest.Wait()
+				if n := srv.open.Load(); n != 0 {
+					t.Errorf("%d connections open after the evicted pool's last lease; want 0", n)
+				}
+				if _, err := c.Get(ctx, "globex"); err != nil {
+					t.Errorf("Get(globex) after the drain: %v", err)
+				}
+				checkDrained(t, c, srv)
+			})
+		})
+	}
 }
 
 // A tenant that arrives when the budget is held by idle connections of

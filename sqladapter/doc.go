@@ -12,10 +12,10 @@
 //		Cache:         rescache.Options[string, *sql.DB]{MaxEntries: 500, IdleTimeout: 15 * time.Minute},
 //	})
 //	...
-//	db, release, err := tenants.Acquire(ctx, tenant)
+//	l, err := tenants.Lease(ctx, tenant)
 //	if err != nil { ... }
-//	defer release()
-//	rows, err := db.QueryContext(ctx, "SELECT ...")
+//	defer l.Release()
+//	rows, err := l.Value().QueryContext(ctx, "SELECT ...")
 //
 // # Building a pool
 //
@@ -62,8 +62,17 @@
 // The value from [rescache.Cache.Get] is closed when its tenant is evicted,
 // even while a query runs on it, which then fails with "sql: database is
 // closed". A request that runs queries should take a lease with
-// [rescache.Cache.Acquire] and release it when done: an evicted pool is
-// then closed only after its last lease is released.
+// [rescache.Cache.Lease] and defer its Release: an evicted pool is then
+// closed only after its last lease is released.
+//
+// A request whose query fails with a connection error (driver.ErrBadConn,
+// a network error, the server ending the session) can call the lease's
+// Discard instead: the pool leaves the cache at once, unless it was
+// replaced already, with reason [rescache.EvictDiscarded], and is closed
+// at its last release, so the next request opens a fresh pool.
+// database/sql already replaces single bad connections; Discard is for a
+// pool that is broken as a whole. The tenantserver example shows a
+// classification of connection errors.
 //
 // # Health checks
 //

@@ -462,11 +462,12 @@ func TestPoolStats(t *testing.T) {
 	if got := sqladapter.PoolStats(c); len(got) != 0 {
 		t.Errorf("PoolStats of an empty cache = %v; want none", got)
 	}
-	acme, release, err := c.Acquire(ctx, "acme")
+	l, err := c.Lease(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer release()
+	defer l.Release()
+	acme := l.Value()
 	conn, err := acme.Conn(ctx) // one connection in use
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,11 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -82,6 +85,12 @@ type Config struct {
 	//
 	// default: nil, no logs.
 	Logger *slog.Logger
+
+	// sqliteDriver is the database/sql driver of the SQLite files; tests
+	// set a driver that wraps modernc.org/sqlite's to break connections.
+	//
+	// default: "sqlite".
+	sqliteDriver string
 }
 
 // Server serves the notes of many tenants, each from its own database,
@@ -216,7 +225,10 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("tenantserver: %w", err)
 		}
 		s.dialect = sqliteDialect
-		opts.Driver = "sqlite"
+		opts.Driver = cfg.sqliteDriver
+		if opts.Driver == "" {
+			opts.Driver = "sqlite"
+		}
 		opts.DSN = func(_ context.Context, tenant string) (string, error) {
 			return "file:" + filepath.Join(cfg.DataDir, tenant+".db") +
 				"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", nil
@@ -311,21 +323,22 @@ type note struct {
 }
 
 // tenantDB answers the tenant of r's path and a lease on its pool, or
-// writes the error and returns ok false. The caller calls release when its
-// queries are done: the pool is not closed under it even if the tenant is
-// evicted meanwhile.
-func (s *Server) tenantDB(w http.ResponseWriter, r *http.Request) (tenant string, db *sql.DB, release func(), ok bool) {
-	tenant = r.PathValue("tenant")
+// writes the error and returns ok false. The caller defers l.Release: the
+// pool is not closed under its queries even if the tenant is evicted
+// meanwhile. A query that fails with a connection error goes to
+// [Server.fail], which discards the pool instead.
+func (s *Server) tenantDB(w http.ResponseWriter, r *http.Request) (l rescache.Lease[string, *sql.DB], ok bool) {
+	tenant := r.PathValue("tenant")
 	if !validTenant.MatchString(tenant) {
 		http.Error(w, "tenant names are 1 to 32 of a-z, 0-9 and _", http.StatusBadRequest)
-		return "", nil, nil, false
+		return l, false
 	}
-	db, release, err := s.tenants.Acquire(r.Context(), tenant)
+	l, err := s.tenants.Lease(r.Context(), tenant)
 	if err != nil {
 		s.unavailable(w, r, "tenant unavailable", tenant, err)
-		return "", nil, nil, false
+		return l, false
 	}
-	return tenant, db, release, true
+	return l, true
 }
 
 // unavailable answers 503. The error may name the database user, host,
@@ -346,31 +359,36 @@ func requestID() string {
 }
 
 func (s *Server) listNotes(w http.ResponseWriter, r *http.Request) {
-	_, db, release, ok := s.tenantDB(w, r)
+	l, ok := s.tenantDB(w, r)
 	if !ok {
 		return
 	}
-	defer release()
-	rows, err := db.QueryContext(r.Context(), s.dialect.list)
+	defer l.Release() // a no-op after fail's Discard
+	notes, err := queryNotes(r.Context(), l.Value(), s.dialect.list)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, l, err)
 		return
+	}
+	writeJSON(w, http.StatusOK, notes)
+}
+
+// queryNotes runs the list query on db and reads every note. Its rows are
+// closed when it returns, before the caller may discard db.
+func queryNotes(ctx context.Context, db *sql.DB, query string) ([]note, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	notes := []note{}
 	for rows.Next() {
 		var n note
 		if err := rows.Scan(&n.ID, &n.Body, &n.Created); err != nil {
-			s.fail(w, r, err)
-			return
+			return nil, err
 		}
 		notes = append(notes, n)
 	}
-	if err := rows.Err(); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, notes)
+	return notes, rows.Err()
 }
 
 // maxNoteRequest bounds the body of a POST.
@@ -402,14 +420,14 @@ func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `want one JSON object {"body": "..."} with a non-empty body and no other field`, http.StatusBadRequest)
 		return
 	}
-	_, db, release, ok := s.tenantDB(w, r)
+	l, ok := s.tenantDB(w, r)
 	if !ok {
 		return
 	}
-	defer release()
+	defer l.Release() // a no-op after fail's Discard
 	n := note{Body: in.Body}
-	if err := db.QueryRowContext(r.Context(), s.dialect.insert, in.Body).Scan(&n.ID, &n.Created); err != nil {
-		s.fail(w, r, err)
+	if err := l.Value().QueryRowContext(r.Context(), s.dialect.insert, in.Body).Scan(&n.ID, &n.Created); err != nil {
+		s.fail(w, r, l, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, n)
@@ -483,17 +501,68 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// fail answers a failed query: 503 when no connection of the budget came
-// free in time, 500 otherwise, with a request id and no detail of the
-// error, which goes to the log.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, sqladapter.ErrBudgetWait) {
-		s.unavailable(w, r, "database busy", r.PathValue("tenant"), err)
+// fail answers a failed query on the pool of lease l: 503 when no
+// connection of the budget came free in time; 503 too when the query
+// failed with a connection error (see [isConnectionError]), after l.Discard
+// has removed the pool from the cache, so that the client's retry runs on a
+// fresh pool (other requests on the old pool finish first: it closes at its
+// last release); 500 otherwise. The answer holds a request id and no detail
+// of the error, which goes to the log.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, l rescache.Lease[string, *sql.DB], err error) {
+	switch {
+	case errors.Is(err, sqladapter.ErrBudgetWait):
+		s.unavailable(w, r, "database busy", l.Key(), err)
+		return
+	case isConnectionError(err):
+		l.Discard()
+		s.unavailable(w, r, "database connection lost", l.Key(), err)
 		return
 	}
 	id := requestID()
-	s.log.Error("query failed", "request_id", id, "tenant", r.PathValue("tenant"), "method", r.Method, "path", r.URL.Path, "err", err)
+	s.log.Error("query failed", "request_id", id, "tenant", l.Key(), "method", r.Method, "path", r.URL.Path, "err", err)
 	http.Error(w, "query failed (request id "+id+")", http.StatusInternalServerError)
+}
+
+// isConnectionError tells whether err, from a query, says that the
+// connection to the database failed, rather than the query (a syntax
+// error, a constraint, a missing row) or the request (its context ended):
+//
+//   - driver.ErrBadConn: database/sql's "bad connection", returned when the
+//     driver saw a dead connection and database/sql's own retries found
+//     no good one either;
+//   - a net.Error (a reset, a refused dial, a read or write timeout), io.EOF
+//     and io.ErrUnexpectedEOF (the server hung up mid-reply);
+//   - pgx's connection errors: *pgconn.ConnectError (a new connection of
+//     the pool could not be made), pgconn.ErrConnClosed, and any error
+//     pgconn.SafeToRetry reports, which failed before anything reached the
+//     server;
+//   - a PostgreSQL error of SQLSTATE class 08 (connection exception) or
+//     57P01 (admin_shutdown: the server or an administrator ended the
+//     session).
+//
+// context.Canceled and context.DeadlineExceeded are never connection
+// errors, however the driver wraps them (a deadline is also a net.Error,
+// and pgconn reports a done context as SafeToRetry): the client went away
+// or was slow, and the pool is fine.
+func isConnectionError(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var (
+		netErr     net.Error
+		connectErr *pgconn.ConnectError
+		pgErr      *pgconn.PgError
+	)
+	switch {
+	case errors.Is(err, driver.ErrBadConn),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.As(err, &netErr),
+		errors.Is(err, pgconn.ErrConnClosed), errors.As(err, &connectErr), pgconn.SafeToRetry(err):
+		return true
+	case errors.As(err, &pgErr):
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01"
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -91,13 +91,13 @@ func TestConcurrentFirstUse(t *testing.T) {
 			tenant := b.tenants[i%len(b.tenants)]
 			wg.Go(func() {
 				<-start
-				db, release, err := c.Acquire(ctx, tenant)
+				l, err := c.Lease(ctx, tenant)
 				if err != nil {
-					errs <- fmt.Errorf("Acquire(%s): %v", tenant, err)
+					errs <- fmt.Errorf("Lease(%s): %v", tenant, err)
 					return
 				}
-				defer release()
-				got, err := b.currentDB(ctx, db)
+				defer l.Release()
+				got, err := b.currentDB(ctx, l.Value())
 				if err != nil {
 					errs <- fmt.Errorf("tenant %s: query: %v", tenant, err)
 				} else if got != tenant {
@@ -181,11 +181,12 @@ func TestPoolLimitsHoldUnderLoad(t *testing.T) {
 		var wg sync.WaitGroup
 		dbs := map[string]*sql.DB{}
 		for tenant, limit := range limits {
-			db, releaseLease, err := c.Acquire(ctx, tenant)
+			l, err := c.Lease(ctx, tenant)
 			if err != nil {
-				t.Fatalf("Acquire(%s): %v", tenant, err)
+				t.Fatalf("Lease(%s): %v", tenant, err)
 			}
-			t.Cleanup(releaseLease)
+			t.Cleanup(l.Release)
+			db := l.Value()
 			dbs[tenant] = db
 			for range limit + extra {
 				wg.Go(func() {
@@ -274,10 +275,11 @@ func TestEvictionClosesServerConnections(t *testing.T) {
 
 		peak := 0
 		for _, tenant := range b.tenants {
-			db, release, err := c.Acquire(ctx, tenant)
+			l, err := c.Lease(ctx, tenant)
 			if err != nil {
-				t.Fatalf("Acquire(%s): %v", tenant, err)
+				t.Fatalf("Lease(%s): %v", tenant, err)
 			}
+			db := l.Value()
 			// Open maxOpen connections at once, then give them back.
 			var conns []*sql.Conn
 			for range maxOpen {
@@ -293,7 +295,7 @@ func TestEvictionClosesServerConnections(t *testing.T) {
 			for _, conn := range conns {
 				conn.Close()
 			}
-			release()
+			l.Release()
 			if n := c.Len(); n > maxEntries {
 				t.Fatalf("Len() = %d; want at most %d", n, maxEntries)
 			}
@@ -471,10 +473,11 @@ func TestLeaseOutlivesEviction(t *testing.T) {
 			}
 		})
 
-		db, release, err := c.Acquire(ctx, a)
+		l, err := c.Lease(ctx, a)
 		if err != nil {
-			t.Fatalf("Acquire(%s): %v", a, err)
+			t.Fatalf("Lease(%s): %v", a, err)
 		}
+		db := l.Value()
 		// A transaction is in flight when the tenant is evicted.
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
@@ -507,7 +510,7 @@ func TestLeaseOutlivesEviction(t *testing.T) {
 			}
 		}
 
-		release()
+		l.Release()
 		if err := db.PingContext(ctx); err == nil || !strings.Contains(err.Error(), "database is closed") {
 			t.Errorf("Ping after the last release = %v; want sql: database is closed", err)
 		}

@@ -91,10 +91,10 @@ func TestBudgetAcrossTenants(t *testing.T) {
 			wg.Go(func() {
 				for range 15 {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					db, release, err := c.Acquire(ctx, tenant)
+					l, err := c.Lease(ctx, tenant)
 					if err == nil {
-						_, err = db.ExecContext(ctx, query)
-						release()
+						_, err = l.Value().ExecContext(ctx, query)
+						l.Release()
 					}
 					cancel()
 					if err != nil {

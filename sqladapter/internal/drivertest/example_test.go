@@ -41,18 +41,25 @@ func Example() {
 	}
 	defer tenants.Close()
 
+	// A request: a lease on the tenant's pool for the span of its
+	// queries, released when it returns.
+	addNote := func(ctx context.Context, tenant string) (notes int, err error) {
+		l, err := tenants.Lease(ctx, tenant)
+		if err != nil {
+			return 0, err
+		}
+		defer l.Release()
+		db := l.Value()
+		if _, err := db.ExecContext(ctx, "INSERT INTO notes VALUES (?)", "hello from "+tenant); err != nil {
+			return 0, err
+		}
+		err = db.QueryRowContext(ctx, "SELECT count(*) FROM notes").Scan(&notes)
+		return notes, err
+	}
+
 	ctx := context.Background()
 	for _, tenant := range []string{"acme", "globex", "acme"} {
-		db, release, err := tenants.Acquire(ctx, tenant)
-		if err != nil {
-			log.Fatal(err)
-		}
-		var n int
-		_, err = db.ExecContext(ctx, "INSERT INTO notes VALUES (?)", "hello from "+tenant)
-		if err == nil {
-			err = db.QueryRowContext(ctx, "SELECT count(*) FROM notes").Scan(&n)
-		}
-		release()
+		n, err := addNote(ctx, tenant)
 		if err != nil {
 			log.Fatal(err)
 		}

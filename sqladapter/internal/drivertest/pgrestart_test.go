@@ -195,13 +195,13 @@ func TestPostgresRestart(t *testing.T) {
 					err := func() error {
 						qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 						defer cancel()
-						db, release, err := c.Acquire(qctx, tenant)
+						l, err := c.Lease(qctx, tenant)
 						if err != nil {
 							return err
 						}
-						defer release()
+						defer l.Release()
 						var got string
-						if err := db.QueryRowContext(qctx, "SELECT current_database()").Scan(&got); err != nil {
+						if err := l.Value().QueryRowContext(qctx, "SELECT current_database()").Scan(&got); err != nil {
 							return fmt.Errorf("tenant %s: query: %w", tenant, err)
 						}
 						if got != tenant {

@@ -1,0 +1,216 @@
+package rescache
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+)
+
+// Refresh, after Caffeine's refreshAfterWrite and otter's refresh (serve
+// the current value while a new one loads), for resources: the new value
+// replaces the old one atomically, and the old value is closed at its last
+// release, so work in flight finishes on it.
+//
+// A refresh is a build of a new pending entry that is not in the map: no
+// caller can find or wait for it, so it never changes what callers see
+// until the swap. Its call's replaces field names the found entry it is to
+// replace, whose refreshing field points to that call while it runs (one
+// refresh per entry at a time). finish swaps it in under Cache.mu (see
+// replaceLocked), or drops its value when the old entry left meanwhile.
+
+// Refresh rebuilds key's value and returns once a value whose build started
+// after the call is in the cache, or with that build's error. Meanwhile
+// Get, Acquire and Lease keep returning the current value and never wait.
+// On success the new value replaces the old one atomically; OnEvict(old,
+// [EvictReplaced]) runs, and the old value is closed at its last release.
+// On failure the old value stays (until MaxLifetime or eviction) and the
+// error is returned and counted in [Stats.RefreshErrors].
+//
+// Refresh of an absent key builds it like Get; of a pending key, it waits
+// for that build (which started before the call, so it may have used old
+// credentials) and then refreshes its value. Concurrent calls share one
+// rebuild when it started after each of them. If ctx ends first, Refresh
+// returns ctx.Err() and the refresh goes on. Refresh builds count against
+// MaxConcurrentBuilds and run under BuildTimeout, like builds. If the entry
+// leaves the cache while its refresh runs (Invalidate, eviction), the
+// refresh's value is never cached (it is closed once unleased) and Refresh
+// builds the key again like Get.
+//
+// The build function needs no change: a refresh calls it like a first
+// build, so it reads whatever it uses (a DSN, a secret) when it runs.
+func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
+	ticket := c.refreshSeq.Add(1)
+	for {
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		e, ok := c.m.Load(key)
+		if !ok {
+			ne := c.newEntry(key)
+			if _, loaded := c.m.LoadOrStore(key, ne); loaded {
+				continue // someone else's build: look again
+			}
+			c.ctr.pending.Add(1)
+			c.ctr.misses.Add(1)
+			cl := ne.pending.Load()
+			c.startBuild(ctx, ne)
+			if _, err, retry := c.wait(ctx, ne, cl, false); !retry {
+				return err
+			}
+			continue
+		}
+		w := e.word.Load()
+		switch {
+		case w&removedBit != 0:
+			c.deleteIfSame(e)
+			continue
+		case w&failedBit != 0:
+			c.forget(e) // a refresh builds again, remembered error or not
+			continue
+		case w&valuedBit == 0: // pending: its build started before this call
+			if cl := e.pending.Load(); cl != nil {
+				if err := c.waitDone(ctx, cl); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if reason, stale := c.expiry(e, w, c.clock()); stale {
+			c.evict(e, reason)
+			continue
+		}
+		cl := e.refreshing.Load()
+		if cl == nil {
+			cl = c.startRefresh(ctx, e)
+		}
+		if cl == nil {
+			continue // another caller started one meanwhile
+		}
+		if err := c.waitDone(ctx, cl); err != nil {
+			return err
+		}
+		if cl.seq < ticket {
+			continue // started before this call: not an answer
+		}
+		if cl.err != nil {
+			return cl.err
+		}
+		if !cl.detached {
+			return nil
+		}
+	}
+}
+
+// waitDone waits for cl's build, honouring ctx; like wait, a build that
+// waits here lends its slot.
+func (c *Cache[K, V]) waitDone(ctx context.Context, cl *call) error {
+	select {
+	case <-cl.done:
+		return nil
+	default:
+	}
+	if r := runOf[K, V](ctx); r != nil {
+		r.lend()
+		defer r.reclaim()
+	}
+	select {
+	case <-cl.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startRefresh starts a refresh of the found entry e, unless one runs, and
+// returns its call; nil when another caller won the race. The build runs
+// in a goroutine of its own, under the values of ctx.
+func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
+	ne := c.newEntry(e.key)
+	cl := ne.pending.Load()
+	cl.replaces = e
+	cl.seq = c.refreshSeq.Add(1)
+	if !e.refreshing.CompareAndSwap(nil, cl) {
+		return nil
+	}
+	c.ctr.pending.Add(1)
+	c.inflight.Add(1) // released by runBuild
+	if c.closed.Load() {
+		c.finish(ne, *new(V), ErrClosed, false)
+		c.ctr.pending.Add(-1)
+		c.unhold()
+		return cl
+	}
+	go c.runBuild(context.WithoutCancel(ctx), ne)
+	return cl
+}
+
+// maybeRefresh starts an automatic refresh of the found entry e if a use
+// finds it past its refresh age (RefreshAfter) and none runs. It is on the
+// hit path: the check is a load and a compare; the rest runs once per
+// refresh.
+func (c *Cache[K, V]) maybeRefresh(e *entry[K, V], now int64) {
+	if now < e.refreshAt.Load() || e.refreshing.Load() != nil {
+		return
+	}
+	c.startRefresh(context.Background(), e)
+}
+
+// replaceLocked swaps the refreshed entry ne in for old, if old is still
+// key's found entry, and returns old's removal (reason EvictReplaced) for
+// afterRemove.
+func (c *Cache[K, V]) replaceLocked(old, ne *entry[K, V]) (removal[K, V], bool) {
+	if old.heapIdx < 0 || c.closed.Load() {
+		return removal[K, V]{}, false
+	}
+	swapped := false
+	c.m.Compute(old.key, func(cur *entry[K, V], loaded bool) (*entry[K, V], bool) {
+		if loaded && cur == old {
+			swapped = true
+			return ne, false
+		}
+		return cur, !loaded
+	})
+	if !swapped {
+		return removal[K, V]{}, false
+	}
+	r := c.removeLocked(old, EvictReplaced) // its deleteIfSame leaves ne in place
+	c.insertLocked(ne)
+	return r, true
+}
+
+// refreshDoneLocked ends the refresh ne (whose call is cl) of old: it
+// counts it, and after a
+// failure sets the backoff before a use may start the next automatic
+// refresh: RefreshAfter/8, doubling with each consecutive failure up to
+// RefreshAfter.
+func (c *Cache[K, V]) refreshDoneLocked(old *entry[K, V], cl *call, now int64, err error) {
+	c.ctr.refreshes.Add(1)
+	if err != nil {
+		c.ctr.refreshErrors.Add(1)
+		old.refreshFails++
+		if c.refreshAfter > 0 {
+			backoff := max(c.refreshAfter/8, c.tick) << min(old.refreshFails-1, 3)
+			old.refreshAt.Store(satAdd(now, min(backoff, c.refreshAfter)))
+		}
+	}
+	old.refreshing.CompareAndSwap(cl, nil)
+}
+
+// stampBuilt sets the stamps of e, whose build succeeded at clock now: its
+// jitter, drawn once here, shortens its lifetime and its refresh age.
+func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
+	e.stamp = now
+	e.used.Store(now)
+	var jitter int64
+	if c.jitter > 0 {
+		jitter = rand.Int64N(c.jitter)
+	}
+	e.deadline = math.MaxInt64
+	if c.lifetime > 0 {
+		e.deadline = satAdd(now, c.lifetime-jitter)
+	}
+	e.refreshAt.Store(math.MaxInt64)
+	if c.refreshAfter > 0 {
+		e.refreshAt.Store(satAdd(now, c.refreshAfter-jitter))
+	}
+}
