@@ -223,6 +223,15 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 	p := c.lfu
 	p.drainLocked()
 	win, prob := &p.seg[segWindow], &p.seg[segProbation]
+	for len(*win) > p.windowMax {
+		// Over its share (a refreshed entry or an unparked one came back
+		// to it): the excess moves to probation as Caffeine's window
+		// eviction does, without a comparison, since nothing leaves.
+		e := topLocked(win)
+		heap.Pop(win)
+		e.seg = segProbation
+		heap.Push(prob, e)
+	}
 	var candidate *entry[K, V]
 	if len(*win) >= p.windowMax {
 		candidate = topLocked(win)

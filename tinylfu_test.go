@@ -385,3 +385,40 @@ func runTinyLFUCase(seed uint64, keys, maxEntries int) (violation string) {
 	defer vmu.Unlock()
 	return violation
 }
+
+// TestTinyLFURefresh: with TinyLFU a refreshed value replaces the old one
+// (which is closed once), the cache stays within MaxEntries, and hot keys
+// survive the refreshes.
+func TestTinyLFURefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c := newTestCache(t, b.build, &Options[string, *resource]{MaxEntries: 4, Policy: TinyLFU})
+		ctx := context.Background()
+		for round := range 20 {
+			for range 3 {
+				mustGet(t, c, "hot")
+			}
+			mustGet(t, c, "cold-"+strconv.Itoa(round))
+			if err := c.Refresh(ctx, "hot"); err != nil {
+				t.Fatalf("Refresh: %v", err)
+			}
+			synctest.Wait()
+			if n := c.Len(); n > 4 {
+				t.Fatalf("Len() = %d; MaxEntries is 4", n)
+			}
+			if v := mustGet(t, c, "hot"); v.gen < round+2 {
+				t.Fatalf("round %d: Get(hot) = build #%d; want #%d or later", round, v.gen, round+2)
+			}
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if n := b.builds["hot"]; n != 21 {
+			t.Errorf("hot built %d times; want 21 (once, then once per Refresh: never evicted)", n)
+		}
+		for _, r := range b.all {
+			if r.key == "hot" && r.gen < b.builds["hot"] && r.closes.Load() != 1 {
+				t.Errorf("replaced value hot#%d closed %d times; want 1", r.gen, r.closes.Load())
+			}
+		}
+	})
+}
