@@ -32,8 +32,8 @@ type Options[K comparable, V any] struct {
 	// recently used one, or [TinyLFU], which weighs recency against an
 	// estimate of each key's frequency of use and keeps hot keys through
 	// scans of cold ones. With either, a value just built is always
-	// cached, and leases, expiry, health checks and Invalidate behave the
-	// same. Without MaxEntries it has no effect.
+	// cached, and leases, expiry, refresh, health checks and Invalidate
+	// behave the same. Without MaxEntries it has no effect.
 	//
 	// default: LRU.
 	Policy Policy
