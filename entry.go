@@ -77,6 +77,12 @@ type entry[K comparable, V any] struct {
 	// back by a backoff after a failed refresh); math.MaxInt64 when off.
 	refreshAt atomic.Int64
 
+	// born is the entry's ticket in the order of builds and Refresh calls
+	// (Cache.refreshSeq), taken when the entry was made, before its build
+	// started: a Refresh whose own ticket is lower is answered by it.
+	// Read-only after newEntry.
+	born uint64
+
 	// refreshing is the call of the refresh in flight for this found
 	// entry, nil when none. Set by startRefresh (CAS from nil), cleared
 	// when that refresh is done; the call itself stays readable by its
@@ -123,6 +129,19 @@ type call struct {
 	// are set before the build starts and read-only afterwards.
 	replaces any // *entry[K, V]
 	seq      uint64
+}
+
+// newEntry returns a new pending entry for key, stamped with its ticket in
+// the order of builds and Refresh calls (born); with TinyLFU it carries the
+// key's hash, computed before the entry is published, since callers read
+// it without a lock (the hit path, and callers waiting for the build).
+func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
+	e := newEntry[K, V](key)
+	e.born = c.refreshSeq.Add(1)
+	if c.lfu != nil {
+		e.hash = c.lfu.keyHash(key)
+	}
+	return e
 }
 
 func newEntry[K comparable, V any](key K) *entry[K, V] {

@@ -149,7 +149,10 @@ func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), 
 	if err != nil {
 		return v, noRelease, err
 	}
-	return l.val, l.Release, nil
+	// The closure keeps only the token and generation (a method value of
+	// l would copy the whole Lease, key and value included).
+	t, gen := l.t, l.gen
+	return l.val, func() { Lease[K, V]{t: t, gen: gen}.Release() }, nil
 }
 
 func noRelease() {}

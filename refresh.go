@@ -79,6 +79,9 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 			c.evict(e, reason)
 			continue
 		}
+		if e.born > ticket {
+			return nil // its build started after this call
+		}
 		cl := e.refreshing.Load()
 		if cl == nil {
 			cl = c.startRefresh(ctx, e)
@@ -128,7 +131,7 @@ func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
 	ne := c.newEntry(e.key)
 	cl := ne.pending.Load()
 	cl.replaces = e
-	cl.seq = c.refreshSeq.Add(1)
+	cl.seq = ne.born
 	if !e.refreshing.CompareAndSwap(nil, cl) {
 		return nil
 	}

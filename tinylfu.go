@@ -123,17 +123,6 @@ func (p *tinyLFU[K, V]) keyHash(key K) uint32 {
 	return 1
 }
 
-// newEntry returns a new pending entry for key; with TinyLFU it carries
-// the key's hash, computed before the entry is published, since callers
-// read it without a lock (the hit path, and callers waiting for the
-// build).
-func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
-	e := newEntry[K, V](key)
-	if c.lfu != nil {
-		e.hash = c.lfu.keyHash(key)
-	}
-	return e
-}
 
 // lenLocked returns the number of entries in the segments (not parked).
 func (p *tinyLFU[K, V]) lenLocked() int {
