@@ -123,7 +123,6 @@ func (p *tinyLFU[K, V]) keyHash(key K) uint32 {
 	return 1
 }
 
-
 // lenLocked returns the number of entries in the segments (not parked).
 func (p *tinyLFU[K, V]) lenLocked() int {
 	return len(p.seg[segWindow]) + len(p.seg[segProbation]) + len(p.seg[segProtected])
