@@ -22,7 +22,8 @@ import (
 // after the call is in the cache, or with that build's error. Meanwhile
 // Get, Acquire and Lease keep returning the current value and never wait.
 // On success the new value replaces the old one atomically; OnEvict(old,
-// [EvictReplaced]) runs, and the old value is closed at its last release.
+// [EvictReplaced]) runs on the refresh's goroutine (it may still run when
+// Refresh returns), and the old value is closed at its last release.
 // On failure the old value stays (until MaxLifetime or eviction) and the
 // error is returned and counted in [Stats.RefreshErrors].
 //

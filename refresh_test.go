@@ -94,6 +94,7 @@ func TestRefreshReplacesWithoutMakingCallersWait(t *testing.T) {
 		if v2.gen != 2 {
 			t.Fatalf("Get after Refresh returned build #%d; want #2", v2.gen)
 		}
+		synctest.Wait() // OnEvict of the old value runs on the refresh's goroutine, after the swap
 		if got := evicted.String(); got != "k#1:replaced" {
 			t.Errorf("OnEvict calls %q; want k#1:replaced", got)
 		}
