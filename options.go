@@ -125,10 +125,14 @@ type Options[K comparable, V any] struct {
 	// Close closes a value that leaves the cache. It is called exactly once
 	// for every value build returned, after the value's last lease is
 	// released and after its OnEvict returned, never while the cache holds
-	// a lock. It runs on the cache's hook goroutine, one hook at a time in
-	// the order they became due (so never on a caller's goroutine, and
-	// never on the janitor's, whose clock a slow Close would stop), except
-	// for the values [Cache.Close] closes itself. An error is counted in
+	// a lock, never on the janitor's goroutine (whose clock a slow Close
+	// would stop) and never on the goroutine of a caller of another key.
+	// It runs on the goroutine that ends the value's last hold for its own
+	// key (Release, Discard, Invalidate, a caller that meets the expired
+	// entry, a health check, [Cache.Close], a build that finished too
+	// late), and on the cache's hook goroutine, one hook at a time in the
+	// order they became due, for entries that the janitor removes or that
+	// another key's build evicts to make room. An error is counted in
 	// [Stats.CloseErrors], logged, and returned by [Cache.Close] when the
 	// value was closed there, or by [Cache.Shutdown] when it was closed
 	// after Close. A panic is recovered and logged.
@@ -141,9 +145,11 @@ type Options[K comparable, V any] struct {
 	// reason, after it left: the entry is gone from the cache when OnEvict
 	// runs, and OnEvict returns before the value's Close starts (which may
 	// be later if a lease holds it). It runs outside every lock of the
-	// cache, on the cache's hook goroutine like Close (on the goroutine of
-	// [Cache.Close] for the entries that Close removes); a panic is
-	// recovered and logged.
+	// cache, on the goroutine that removed the entry for its own key
+	// (Invalidate, Discard, a caller that meets the expired entry, a failed
+	// health check, a refresh, [Cache.Close]) or on the cache's hook
+	// goroutine for entries that the janitor removes or that another key's
+	// build evicts; a panic is recovered and logged.
 	//
 	// default: nil.
 	OnEvict func(key K, v V, reason EvictReason)
