@@ -70,7 +70,9 @@ func (l Lease[K, V]) Key() K { return l.key }
 
 // Release ends the lease: the release counts as a use of the entry (its
 // idle time starts now), and if the entry left the cache and this was its
-// last lease, the value is closed, on the calling goroutine. Release is
+// last lease, the value is closed, on the calling goroutine (or, while the
+// removal's OnEvict still runs, right after it returns, on its goroutine).
+// Release is
 // idempotent across copies of l, and does nothing for the zero Lease.
 func (l Lease[K, V]) Release() {
 	if e := l.end(); e != nil {

@@ -17,8 +17,8 @@ import (
 type Options[K comparable, V any] struct {
 	// MaxEntries bounds the number of found entries. Adding an entry beyond
 	// it evicts one (reason [EvictCapacity]): the least recently used one,
-	// or the one [Options.Policy] chooses. A Get or an Acquire is a use; a
-	// Peek is not.
+	// or the one [Options.Policy] chooses. A Get, a Lease, an Acquire or a
+	// release is a use; a Peek is not.
 	//
 	// Recency is recorded without a lock, with the resolution of the
 	// cache's clock (see [Options.ClockResolution]): among entries last used

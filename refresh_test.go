@@ -3,6 +3,7 @@ package rescache
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -406,6 +407,28 @@ func TestRefreshTakesABuildSlot(t *testing.T) {
 		}
 		if p := peak.Load(); p > 1 {
 			t.Errorf("%d builds ran at once; want at most 1", p)
+		}
+	})
+}
+
+// The backoff after failed refreshes saturates at RefreshAfter even at its
+// type's limit: it never wraps into the past and starts a refresh at once.
+func TestRefreshBackoffAtTheLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g gatedBuilder
+		c := newTestCache(t, g.build, &Options[string, *resource]{RefreshAfter: math.MaxInt64})
+		mustGet(t, c, "k")
+		g.fail.Store(true)
+		for range 5 {
+			if err := c.Refresh(context.Background(), "k"); !errors.Is(err, errClose) {
+				t.Fatalf("Refresh = %v; want the build error", err)
+			}
+		}
+		time.Sleep(time.Hour)
+		mustGet(t, c, "k")
+		synctest.Wait()
+		if s := c.Stats(); s.Refreshes != 5 {
+			t.Errorf("Refreshes = %d; want 5: a use started an automatic refresh after failures with RefreshAfter at its limit", s.Refreshes)
 		}
 	})
 }

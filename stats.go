@@ -65,10 +65,11 @@ func (r EvictReason) String() string {
 // The fields are read one at a time while the cache keeps working, so under
 // load two fields may be a few events apart.
 type Stats struct {
-	// Hits counts calls of Get and Acquire served by a found entry.
+	// Hits counts calls of Get, Lease and Acquire served by a found entry.
 	Hits uint64
-	// Misses counts calls of Get and Acquire that waited for a build,
-	// started or joined.
+	// Misses counts calls of Get, Lease and Acquire that waited for a
+	// build, started or joined, and calls of Refresh that built an absent
+	// key.
 	Misses uint64
 	// ErrorHits counts calls answered with a remembered build error
 	// (Options.ErrorTTL).
