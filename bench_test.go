@@ -46,6 +46,20 @@ func runStream(b *testing.B, stream []string, f func(key string)) {
 	})
 }
 
+// runFloor measures the floor of the hit path: a plain xsync.MapOf.Load of
+// the same keys and stream.
+func runFloor(b *testing.B, keys, stream []string) {
+	m := xsync.NewMapOf[string, *int]()
+	for i, k := range keys {
+		m.Store(k, &i)
+	}
+	runStream(b, stream, func(key string) {
+		if _, ok := m.Load(key); !ok {
+			b.Fatal("miss")
+		}
+	})
+}
+
 // BenchmarkGetHit measures Get of found keys against the floor, a plain
 // xsync.MapOf.Load of the same keys, in the same run:
 //
@@ -54,17 +68,7 @@ func BenchmarkGetHit(b *testing.B) {
 	keys, stream := zipfStream(benchKeys)
 	ctx := context.Background()
 
-	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) {
-		m := xsync.NewMapOf[string, *int]()
-		for i, k := range keys {
-			m.Store(k, &i)
-		}
-		runStream(b, stream, func(key string) {
-			if _, ok := m.Load(key); !ok {
-				b.Fatal("miss")
-			}
-		})
-	})
+	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) { runFloor(b, keys, stream) })
 
 	newCache := func(b *testing.B, policy Policy) *Cache[string, int] {
 		c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
@@ -170,17 +174,7 @@ func BenchmarkHotKeys(b *testing.B) {
 		stream[i] = keys[i%len(keys)]
 	}
 	ctx := context.Background()
-	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) {
-		m := xsync.NewMapOf[string, *int]()
-		for i, k := range keys {
-			m.Store(k, &i)
-		}
-		runStream(b, stream, func(key string) {
-			if _, ok := m.Load(key); !ok {
-				b.Fatal("miss")
-			}
-		})
-	})
+	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) { runFloor(b, keys, stream) })
 	c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
 		&Options[string, int]{MaxEntries: 4096, IdleTimeout: time.Hour})
 	if err != nil {
@@ -227,17 +221,7 @@ func BenchmarkGetHarness(b *testing.B) {
 		stream[i] = keys[z.Uint64()]
 	}
 	ctx := context.Background()
-	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) {
-		m := xsync.NewMapOf[string, *int]()
-		for i, k := range keys {
-			m.Store(k, &i)
-		}
-		runStream(b, stream, func(key string) {
-			if _, ok := m.Load(key); !ok {
-				b.Fatal("miss")
-			}
-		})
-	})
+	b.Run("floor=xsync.MapOf.Load", func(b *testing.B) { runFloor(b, keys, stream) })
 	b.Run("Get", func(b *testing.B) {
 		c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
 			&Options[string, int]{MaxEntries: 4096, IdleTimeout: time.Minute})
