@@ -259,10 +259,3 @@ func (c *Cache[K, V]) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
-
-// busy reports whether the hook runner has work queued or running.
-func (h *hookRunner[K, V]) busy() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.running
-}

@@ -974,3 +974,10 @@ func TestLenNeverExceedsMaxEntries(t *testing.T) {
 		t.Fatalf("Len() reached %d; MaxEntries is %d", p, limit)
 	}
 }
+
+// busy reports whether the hook runner has work queued or running.
+func (h *hookRunner[K, V]) busy() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.running
+}
