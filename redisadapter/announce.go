@@ -232,9 +232,17 @@ func FollowWithOptions[K comparable, V any](ctx context.Context, rdb redis.Unive
 					f.log.LogAttrs(ctx, slog.LevelInfo, "redisadapter: following channel", slog.String("channel", channel))
 					continue
 				}
-				n := f.refreshAll()
+				var keys []K
+				for key := range f.c.All() {
+					keys = append(keys, key)
+				}
+				// Logged before the refreshes are queued, so that the log
+				// comes before any of their effects.
 				f.log.LogAttrs(ctx, slog.LevelInfo, "redisadapter: subscribed again after a disconnection: announcements may have been missed, refreshing every cached entry",
-					slog.String("channel", channel), slog.Int("entries", n))
+					slog.String("channel", channel), slog.Int("entries", len(keys)))
+				for _, key := range keys {
+					f.enqueue(key)
+				}
 			case *redis.Message:
 				f.apply(ctx, m.Payload)
 			}
@@ -293,15 +301,6 @@ func (f *follower[K, V]) parse(raw string) (key K, err error) {
 
 // refreshAll queues a refresh of every entry of the cache and returns
 // their number.
-func (f *follower[K, V]) refreshAll() int {
-	n := 0
-	for key := range f.c.All() {
-		f.enqueue(key)
-		n++
-	}
-	return n
-}
-
 // enqueue queues a refresh of key, unless one is queued and not started.
 func (f *follower[K, V]) enqueue(key K) {
 	f.mu.Lock()
