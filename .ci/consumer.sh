@@ -36,6 +36,29 @@ git -C "$tmp/repo" commit -q -m "checkout under test"
 (cd "$repo/tools" && go run ./cmd/release -dir "$tmp/repo" -version "$version")
 (cd "$repo/tools" && go run ./cmd/modproxy -repo "$tmp/repo" -version "$version" -out "$tmp/proxy")
 
+# Every published module's zip carries the Apache-2.0 LICENSE: its own or,
+# for a module in a subdirectory without one, the repository's, as the go
+# command adds it.
+zips=$(find "$tmp/proxy" -name "$version.zip" | sort)
+if [ -z "$zips" ]; then
+	echo "no module zip in the proxy" >&2
+	exit 1
+fi
+for z in $zips; do
+	# Read whole before grep -q, which would cut a pipe short (pipefail).
+	files=$(unzip -Z1 "$z")
+	if ! grep -q "@$version/LICENSE\$" <<<"$files"; then
+		echo "$z has no LICENSE" >&2
+		exit 1
+	fi
+	license=$(unzip -p "$z" "*@$version/LICENSE")
+	if ! grep -q 'Apache License' <<<"$license"; then
+		echo "$z: LICENSE is not the Apache License" >&2
+		exit 1
+	fi
+	echo "LICENSE in ${z#"$tmp/proxy/"}"
+done
+
 # 3. A consumer outside the repository.
 modcache=$(GOWORK=off go env GOMODCACHE) # this machine's, read before it is replaced below
 mkdir "$tmp/consumer"

@@ -10,10 +10,12 @@
 package main
 
 import (
+	stdzip "archive/zip"
 	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +89,14 @@ func add(root string, m workspace.Module, version, out string) error {
 	if err := zip.CreateFromVCS(&z, mv, root, tag, subdir); err != nil {
 		return err
 	}
+	if subdir != "" {
+		withLicense, err := addRootLicense(z.Bytes(), mv, root, tag)
+		if err != nil {
+			return err
+		}
+		z.Reset()
+		z.Write(withLicense)
+	}
 	gomod, err := git(root, "show", tag+":"+strings.TrimPrefix(m.TagPrefix()+"go.mod", "/"))
 	if err != nil {
 		return err
@@ -125,6 +135,75 @@ func add(root string, m workspace.Module, version, out string) error {
 	}
 	return list.Close()
 }
+
+// addRootLicense returns the zip zb of module mv, a module in a
+// subdirectory of the repository, with the repository's LICENSE at tag
+// added when the subdirectory has none of its own. The go command does the
+// same when it zips a module from a repository
+// (cmd/go/internal/modfetch/coderepo.go, "haveLICENSE"), so this is the zip
+// the public proxy serves; golang.org/x/mod/zip.CreateFromVCS zips the
+// subdirectory only.
+func addRootLicense(zb []byte, mv module.Version, root, tag string) ([]byte, error) {
+	zr, err := stdzip.NewReader(bytes.NewReader(zb), int64(len(zb)))
+	if err != nil {
+		return nil, err
+	}
+	prefix := mv.Path + "@" + mv.Version + "/"
+	files := make([]zip.File, 0, len(zr.File)+1)
+	for _, f := range zr.File {
+		name := strings.TrimPrefix(f.Name, prefix)
+		if name == "LICENSE" {
+			return zb, nil
+		}
+		files = append(files, zipEntry{f: f, prefix: prefix})
+	}
+	license, err := git(root, "show", tag+":LICENSE")
+	if err != nil {
+		return nil, fmt.Errorf("no LICENSE in %s nor at the repository root: %w", mv.Path, err)
+	}
+	files = append(files, dataFile{name: "LICENSE", data: license})
+	var out bytes.Buffer
+	if err := zip.Create(&out, mv, files); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// zipEntry is a file of a module zip, as golang.org/x/mod/zip.Create reads
+// files; its path drops the zip's "module@version/" prefix.
+type zipEntry struct {
+	f      *stdzip.File
+	prefix string // "module@version/"
+}
+
+func (e zipEntry) Path() string                 { return strings.TrimPrefix(e.f.Name, e.prefix) }
+func (e zipEntry) Lstat() (os.FileInfo, error)  { return e.f.FileInfo(), nil }
+func (e zipEntry) Open() (io.ReadCloser, error) { return e.f.Open() }
+
+// dataFile is a file of a module zip held in memory.
+type dataFile struct {
+	name string
+	data []byte
+}
+
+func (d dataFile) Path() string { return d.name }
+func (d dataFile) Lstat() (os.FileInfo, error) {
+	return dataInfo{name: d.name, size: int64(len(d.data))}, nil
+}
+func (d dataFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(d.data)), nil }
+
+// dataInfo is the os.FileInfo of a dataFile: a regular file.
+type dataInfo struct {
+	name string
+	size int64
+}
+
+func (i dataInfo) Name() string       { return i.name }
+func (i dataInfo) Size() int64        { return i.size }
+func (i dataInfo) Mode() os.FileMode  { return 0o644 }
+func (i dataInfo) ModTime() time.Time { return time.Time{} }
+func (i dataInfo) IsDir() bool        { return false }
+func (i dataInfo) Sys() any           { return nil }
 
 // git runs git in dir and returns its output.
 func git(dir string, args ...string) ([]byte, error) {
