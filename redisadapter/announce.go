@@ -57,7 +57,8 @@ func parseOp(s string) (Op, bool) {
 // [Follow] on that channel (this one included, if it follows). The message
 // is the op's name, a colon and the key, as is: "refresh:acme",
 // "invalidate:acme" (the key may contain colons; Follow splits at the
-// first one). Any client that can PUBLISH can announce, for example
+// first one). Op names are case-sensitive: "Refresh:acme" has an unknown
+// op. Any client that can PUBLISH can announce, for example
 // redis-cli PUBLISH rescache:tenants refresh:acme.
 //
 // Pub/Sub delivers a message only to the subscribers connected when it is
@@ -92,7 +93,9 @@ type FollowOptions[K comparable] struct {
 
 	// KeyString formats a key for logs, like the cache's KeyString: use it
 	// to redact tenant identifiers. Keys taken from a message are logged
-	// as KeyString of their parsed value, or not at all if parse fails.
+	// as KeyString of their parsed value. Of a key that parse rejects (or
+	// panics on) only its length is logged: neither its text nor parse's
+	// error, which may repeat it.
 	//
 	// default: nil, fmt.Sprint.
 	KeyString func(K) string
@@ -122,7 +125,11 @@ type FollowOptions[K comparable] struct {
 // [FollowWithOptions] for a logger of your own).
 //
 // parse turns the key of a message into a K. A message whose key parse
-// rejects, or whose op is unknown, is logged and skipped.
+// rejects, or whose op is unknown, is logged at Warn and skipped. The op is
+// the text before the first colon, compared case-sensitively with
+// "refresh" and "invalidate"; a message without a colon has an unknown op,
+// even "refresh" alone, and its text is not logged (only its length), since
+// it may be a key.
 //
 // An OpInvalidate message invalidates the key. An OpRefresh message
 // refreshes the key if c holds a value for it ([rescache.Cache.Refresh],
@@ -264,19 +271,27 @@ type follower[K comparable, V any] struct {
 	wake   chan struct{} // a token when queue may be non-empty
 }
 
-// apply applies one message.
+// apply applies one message. Of a message it cannot apply it logs only what
+// is not the key: the op's name when the message has a colon (the text of a
+// message without one may be a key alone), and the length of the rest;
+// never the key's text or parse's error, which may repeat it.
 func (f *follower[K, V]) apply(ctx context.Context, payload string) {
 	name, raw, ok := strings.Cut(payload, ":")
+	if !ok {
+		f.log.LogAttrs(ctx, slog.LevelWarn, "redisadapter: skipped an announcement with an unknown op (no colon)",
+			slog.String("channel", f.channel), slog.Int("len", len(payload)))
+		return
+	}
 	op, known := parseOp(name)
-	if !ok || !known {
+	if !known {
 		f.log.LogAttrs(ctx, slog.LevelWarn, "redisadapter: skipped an announcement with an unknown op",
-			slog.String("channel", f.channel), slog.String("op", name))
+			slog.String("channel", f.channel), slog.String("op", name), slog.Int("key_len", len(raw)))
 		return
 	}
 	key, err := f.parse(raw)
 	if err != nil {
 		f.log.LogAttrs(ctx, slog.LevelWarn, "redisadapter: skipped an announcement whose key does not parse",
-			slog.String("channel", f.channel), slog.String("op", name), slog.Any("error", err))
+			slog.String("channel", f.channel), slog.String("op", name), slog.Int("key_len", len(raw)))
 		return
 	}
 	f.log.LogAttrs(ctx, slog.LevelDebug, "redisadapter: announcement", slog.String("op", name), slog.String("key", f.keyStr(key)))
@@ -289,11 +304,12 @@ func (f *follower[K, V]) apply(ctx context.Context, payload string) {
 	f.c.Invalidate(key)
 }
 
-// parse calls the user's parse function; a panic in it is an error.
+// parse calls the user's parse function; a panic in it is an error (not
+// logged: its value may repeat the key).
 func (f *follower[K, V]) parse(raw string) (key K, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("parse panicked: %v", r)
+			err = errors.New("parse panicked")
 		}
 	}()
 	return f.parseFn(raw)

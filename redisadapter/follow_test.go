@@ -365,3 +365,59 @@ func TestFollowAcrossRestart(t *testing.T) {
 	srv.kill()
 	verifyNoLeaks(t, leaks)
 }
+
+// TestFollowBadMessages: op names are case-sensitive, a message without a
+// colon has an unknown op (even "refresh" alone), and nothing of a key
+// that parse rejects reaches the log: not its text, not parse's error that
+// repeats it, not the text of a message without a colon.
+func TestFollowBadMessages(t *testing.T) {
+	addr := os.Getenv(envAddr)
+	if addr == "" {
+		addr = miniredis.RunT(t).Addr()
+	}
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	channel := runID + "-" + shortName(t)
+	cfg := &configs{}
+	c := newResourceCache(t, cfg)
+	if _, err := c.Get(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	logs, stop := startFollow(t, rdb, channel, c, redisadapter.FollowOptions[string]{})
+	cfg.version("c").Store(1)
+	// parseKey rejects "bad..." with an error that quotes it.
+	for _, msg := range []string{"refresh:badSECRET-1", "SECRET-2", "refresh", "Refresh:c", "INVALIDATE:c", "refresh:bad:SECRET-3"} {
+		if err := rdb.Publish(ctx, channel, msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := c.Peek("c"); !ok {
+		t.Fatal("c left the cache")
+	}
+	// Messages are applied in order: once c is refreshed, the ones above
+	// were seen.
+	if err := redisadapter.Announce(ctx, rdb, channel, redisadapter.OpRefresh, "c"); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, c, "c", 1)
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Follow returned %v; want context.Canceled", err)
+	}
+	if s := c.Stats(); s.Refreshes != 1 {
+		t.Errorf("Stats().Refreshes = %d; want 1 (Refresh:c and INVALIDATE:c are unknown ops)", s.Refreshes)
+	}
+	if n := logs.count(logUnknownOp); n != 4 {
+		t.Errorf("%d unknown-op logs; want 4 (SECRET-2, refresh, Refresh:c, INVALIDATE:c)\n%s", n, logs)
+	}
+	if n := logs.count(logBadKey); n != 2 {
+		t.Errorf("%d bad-key logs; want 2\n%s", n, logs)
+	}
+	if n := logs.count("SECRET"); n != 0 {
+		t.Errorf("%d log records show a key that parse rejected:\n%s", n, logs)
+	}
+	if n := logs.count("key_len=12"); n != 1 {
+		t.Errorf("no record gives the rejected key's length (12)\n%s", logs)
+	}
+	t.Logf("logs:\n%s", logs)
+}

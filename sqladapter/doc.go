@@ -27,6 +27,11 @@
 // request tries again, unless the cache's ErrorTTL says otherwise. The error
 // is an [*Error] that names the tenant, the step and the cause, with any
 // password of the tenant's DSN removed from its text (see [RedactDSN]).
+// A step that panics (Options.Pool, DSN, Connector or Init, or the driver
+// while the pool opens or pings) is handled alike: the pool is closed, and
+// the error is an [*Error] whose cause wraps the [*rescache.PanicError]
+// (errors.As finds it), the panic value masked like the rest of the text;
+// like every panic, it is not remembered under ErrorTTL.
 //
 // # Default pool settings
 //

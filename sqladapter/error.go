@@ -11,19 +11,25 @@ import (
 // to the cause (context.DeadlineExceeded for a ping that ran out of time,
 // the error of Options.DSN, ...).
 //
-// Its text never contains a password of the tenant's DSN: where the
-// cause's text repeats one, the cause is replaced by a copy of its text with
-// the password masked, which still answers errors.Is like the original but
-// not errors.As.
+// Its text never contains a password of the tenant's DSN, in the steps
+// after Options.DSN returned it: where the cause's text repeats one, the
+// cause is replaced by a copy of its text with the password masked, which
+// still answers errors.Is like the original but not errors.As. A step that
+// panicked is an exception to the last point: its cause still unwraps, with
+// errors.As, to the *rescache.PanicError, whose Value is masked in turn.
 type Error struct {
 	// Tenant is the tenant's key, formatted with Options.Cache.KeyString
 	// (default fmt.Sprint).
 	Tenant string
-	// Op is the step that failed: "dsn" (Options.DSN), "connector"
-	// (Options.Connector), "open" (sql.Open), "ping" or "init"
-	// (Options.Init).
+	// Op is the step that failed: "pool" (Options.Pool), "dsn"
+	// (Options.DSN), "connector" (Options.Connector), "open" (sql.Open),
+	// "ping" or "init" (Options.Init).
 	Op string
-	// Err is the cause.
+	// Err is the cause. For a step that panicked, it wraps a
+	// *rescache.PanicError (find it with errors.As) whose Value is the
+	// panic value, masked like the text of the error when that text holds
+	// a password: a string then, or for an error value an error that still
+	// answers errors.Is like it.
 	Err error
 }
 

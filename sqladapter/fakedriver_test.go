@@ -23,6 +23,8 @@ func init() { sql.Register(fakeDriverName, fakeDriver{}) }
 //	server=NAME     the fakeServer the connection goes to (required)
 //	password=...    ignored, but repeated in every error, like a careless driver
 //	fail=open       sql.Open fails (OpenConnector returns an error)
+//	panic=open      OpenConnector panics with a string that repeats the DSN
+//	panic=connect   Connect panics with an error that repeats the DSN
 //
 // Connections to a server that is down fail; a server can block connects
 // until their context ends.
@@ -73,6 +75,9 @@ func (fakeDriver) Open(dsn string) (driver.Conn, error) {
 
 func (fakeDriver) OpenConnector(dsn string) (driver.Connector, error) {
 	p := parseFakeDSN(dsn)
+	if p["panic"] == "open" {
+		panic("fake: panic while opening " + dsn)
+	}
 	if p["fail"] == "open" {
 		return nil, fmt.Errorf("fake: bad data source name %q", dsn)
 	}
@@ -83,6 +88,10 @@ func (fakeDriver) OpenConnector(dsn string) (driver.Connector, error) {
 	return &fakeConnector{srv: v.(*fakeServer), dsn: dsn}, nil
 }
 
+// errFakePanic is wrapped by the error a connect with panic=connect panics
+// with.
+var errFakePanic = errors.New("fake: driver bug")
+
 // fakeConnector connects to one fakeServer.
 type fakeConnector struct {
 	srv *fakeServer
@@ -90,6 +99,9 @@ type fakeConnector struct {
 }
 
 func (c *fakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if parseFakeDSN(c.dsn)["panic"] == "connect" {
+		panic(fmt.Errorf("fake: panic while connecting to %s: %w", c.dsn, errFakePanic))
+	}
 	if c.srv.block.Load() {
 		<-ctx.Done()
 		return nil, fmt.Errorf("fake: connect to %s: %w", c.dsn, ctx.Err())

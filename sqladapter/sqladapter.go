@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -282,25 +283,57 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 
 // build opens, configures, pings and initialises the pool of key. On any
 // failure it closes what it opened and returns an *Error.
-func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
+//
+// A panic in any step (Options.Pool, Options.DSN, Options.Connector, the
+// driver while the pool opens or pings, Options.Init) is recovered here
+// rather than by the cache, so that the pool is closed and the error is an
+// *Error whose text is redacted like any other: see panicError. A
+// runtime.Goexit in a step is not stopped, but it closes the pool too.
+func (a *adapter[K]) build(ctx context.Context, key K) (_ *sql.DB, err error) {
+	st := &buildStep{op: "pool"}
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		r := recover()
+		if st.db != nil {
+			a.closeFailed(st.db)
+		}
+		if r != nil {
+			err = a.panicError(key, st.op, st.dsn, r)
+		}
+		// r == nil: a Goexit, which goes on unwinding.
+	}()
+	db, err := a.buildSteps(ctx, key, st)
+	returned = true
+	return db, err
+}
+
+// buildStep records how far a build got, for the recovery of a panic: the
+// step running, the DSN once known, the pool once opened.
+type buildStep struct {
+	op  string  // the Error.Op of the step running
+	dsn string  // the tenant's DSN, "" before Options.DSN returned or with a Connector
+	db  *sql.DB // the pool, once opened; nil before, and after a failure closed it
+}
+
+func (a *adapter[K]) buildSteps(ctx context.Context, key K, st *buildStep) (*sql.DB, error) {
 	settings := DefaultPoolSettings()
 	if a.pool != nil {
 		settings = a.pool(key).withDefaults()
 	}
-	db, dsn, err := a.open(ctx, key, settings)
+	db, err := a.open(ctx, key, settings, st)
 	if err != nil {
 		return nil, err
 	}
 	fail := func(op string, err error) (*sql.DB, error) {
-		// The build's error is the one to report; a failure to close a
-		// pool that never served a query adds nothing to it.
-		_ = db.Close()
-		if a.budget != nil {
-			a.budget.forget(db)
-		}
-		return nil, a.errorf(key, op, dsn, err)
+		st.db = nil
+		a.closeFailed(db)
+		return nil, a.errorf(key, op, st.dsn, err)
 	}
 
+	st.op = "ping"
 	pctx, cancel := context.WithTimeout(ctx, a.pingTimeout)
 	err = db.PingContext(pctx)
 	cancel()
@@ -308,6 +341,7 @@ func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
 		return fail("ping", err)
 	}
 	if a.init != nil {
+		st.op = "init"
 		if err := a.init(ctx, key, db); err != nil {
 			return fail("init", err)
 		}
@@ -315,40 +349,96 @@ func (a *adapter[K]) build(ctx context.Context, key K) (*sql.DB, error) {
 	return db, nil
 }
 
+// closeFailed closes the pool of a failed build and takes it out of the
+// budget.
+func (a *adapter[K]) closeFailed(db *sql.DB) {
+	// The build's error is the one to report; a failure to close a pool
+	// that never served a query adds nothing to it.
+	_ = db.Close()
+	if a.budget != nil {
+		a.budget.forget(db)
+	}
+}
+
+// panicError returns the *Error of a build step op that panicked with r:
+// its cause is a *rescache.PanicError (so that errors.As finds it, and the
+// cache does not remember it under ErrorTTL, as it does not remember the
+// panics it recovers itself), whose Value is r with the passwords of dsn
+// masked wherever r's text holds one. The text of the *Error names the
+// tenant through KeyString and the panic value, masked.
+func (a *adapter[K]) panicError(key K, op, dsn string, r any) *Error {
+	pe := &rescache.PanicError{Key: key, Value: redactValue(r, dsn), Stack: debug.Stack()}
+	return &Error{Tenant: a.keyString(key), Op: op, Err: &panicCause{pe: pe}}
+}
+
+// panicCause is the cause of an *Error for a panic: its text is the panic
+// value's (the PanicError's own text names the key with fmt.Sprint, not
+// KeyString), and it unwraps to the PanicError.
+type panicCause struct{ pe *rescache.PanicError }
+
+func (p *panicCause) Error() string { return fmt.Sprintf("panic: %v", p.pe.Value) }
+
+func (p *panicCause) Unwrap() error { return p.pe }
+
+// redactValue returns the panic value r, or, when its text holds a password
+// of dsn, its text masked: an error becomes an error that answers errors.Is
+// like it (see redactedError), any other value a string.
+func redactValue(r any, dsn string) any {
+	if dsn == "" {
+		return r
+	}
+	text := fmt.Sprint(r)
+	red := redactText(text, dsn)
+	if red == text {
+		return r
+	}
+	if err, ok := r.(error); ok {
+		return &redactedError{msg: red, err: err}
+	}
+	return red
+}
+
 // open returns the tenant's new, unconnected pool with settings applied,
-// and the DSN it was opened with ("" for a Connector). Under a budget the
-// pool's connector is wrapped so that its connections are counted.
-func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings) (*sql.DB, string, error) {
+// and records in st the step it runs, the DSN it opened the pool with and
+// the pool. Under a budget the pool's connector is wrapped so that its
+// connections are counted.
+func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings, st *buildStep) (*sql.DB, error) {
 	if a.connector != nil {
+		st.op = "connector"
 		c, err := a.connector(ctx, key)
 		if err != nil {
-			return nil, "", a.errorf(key, "connector", "", err)
+			return nil, a.errorf(key, "connector", "", err)
 		}
 		if c == nil {
-			return nil, "", a.errorf(key, "connector", "", errors.New("Options.Connector returned a nil driver.Connector"))
+			return nil, a.errorf(key, "connector", "", errors.New("Options.Connector returned a nil driver.Connector"))
 		}
-		return a.openDB(c, settings), "", nil
+		st.db = a.openDB(c, settings)
+		return st.db, nil
 	}
+	st.op = "dsn"
 	dsn, err := a.dsn(ctx, key)
 	if err != nil {
-		return nil, "", a.errorf(key, "dsn", dsn, err)
+		return nil, a.errorf(key, "dsn", dsn, err)
 	}
 	if dsn == "" {
-		return nil, "", a.errorf(key, "dsn", "", errors.New("Options.DSN returned an empty data source name"))
+		return nil, a.errorf(key, "dsn", "", errors.New("Options.DSN returned an empty data source name"))
 	}
+	st.op, st.dsn = "open", dsn
 	if a.budget == nil {
 		db, err := sql.Open(a.driver, dsn)
 		if err != nil {
-			return nil, "", a.errorf(key, "open", dsn, err)
+			return nil, a.errorf(key, "open", dsn, err)
 		}
+		st.db = db
 		settings.apply(db)
-		return db, dsn, nil
+		return db, nil
 	}
 	c, err := a.dsnConnector(dsn)
 	if err != nil {
-		return nil, "", a.errorf(key, "open", dsn, err)
+		return nil, a.errorf(key, "open", dsn, err)
 	}
-	return a.openDB(c, settings), dsn, nil
+	st.db = a.openDB(c, settings)
+	return st.db, nil
 }
 
 // openDB opens the pool of connector c with settings applied, under the
