@@ -30,6 +30,7 @@ require (
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/puzpuzpuz/xsync/v3 v3.5.1 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/rescache/rescache/budget v0.2.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
@@ -42,6 +43,7 @@ require (
 
 replace (
 	github.com/rescache/rescache => ../
+	github.com/rescache/rescache/budget => ../budget
 	github.com/rescache/rescache/promcollector => ../promcollector
 	github.com/rescache/rescache/sqladapter => ../sqladapter
 )

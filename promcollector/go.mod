@@ -10,6 +10,8 @@ require (
 	modernc.org/sqlite v1.58.0
 )
 
+require github.com/rescache/rescache/budget v0.2.0 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -37,3 +39,5 @@ require (
 replace github.com/rescache/rescache => ../
 
 replace github.com/rescache/rescache/sqladapter => ../sqladapter
+
+replace github.com/rescache/rescache/budget => ../budget

@@ -16,14 +16,14 @@ import (
 	"weak"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/rescache/rescache"
+	rbudget "github.com/rescache/rescache/budget"
 )
 
 // ErrBudgetWait is matched with errors.Is by the error of a command, or of
-// a build's PING, whose dial waited for a connection of the MaxTotalConns
-// budget until its context ended (go-redis bounds a dial by DialTimeout,
+// a build's PING, whose dial waited for a connection of the budget
+// (MaxTotalConns or the Budget option) until its context ended (go-redis bounds a dial by DialTimeout,
 // default 5s). The same error also matches the context's error.
 var ErrBudgetWait = errors.New("redisadapter: no connection of the MaxTotalConns budget became free")
 
@@ -39,18 +39,17 @@ const reclaimIdleAfter = 50 * time.Millisecond
 // pool.
 const reclaimEvery = 10 * time.Millisecond
 
-// budget bounds the connections that all clients of one cache hold open at
-// once. It is safe for concurrent use. Its only goroutines are those of
-// waiting dials (see acquire), each owned by its dial.
+// budget is one cache's use of a connection budget: the places come from b
+// (a budget.Local for MaxTotalConns, or the Budget option, which other
+// caches and processes may share); the clients are those of this cache,
+// whose idle connections its reclaimer closes. It is safe for concurrent
+// use. It has no goroutine of its own: b calls reclaim on a waiting dial's
+// goroutine or on one of b's own.
 type budget struct {
-	max   int64
-	sem   *semaphore.Weighted // one unit per open connection, FIFO for waiters
-	epoch time.Time           // origin of the times below
+	b      rbudget.Budget
+	remove func()    // removes the reclaimer from b
+	epoch  time.Time // origin of the times below
 
-	held      atomic.Int64 // connections open now
-	waiting   atomic.Int64 // dials that have not got a unit yet
-	waits     atomic.Int64 // dials that found the budget full
-	waitNanos atomic.Int64 // total time those dials waited
 	reclaimed atomic.Int64 // idle connections closed to make room
 
 	mu       sync.Mutex                 // protects clients and byClient
@@ -58,14 +57,18 @@ type budget struct {
 	byClient map[any]*budgetClient      // the go-redis client of each budgetClient
 }
 
-func newBudget(max int) *budget {
-	return &budget{
-		max:      int64(max),
-		sem:      semaphore.NewWeighted(int64(max)),
+// newBudget returns the budget of a cache over b and registers its
+// reclaimer with b: go-redis does not say when it puts a connection back in
+// its pool, so b calls it every reclaimEvery while a dial waits.
+func newBudget(b rbudget.Budget) *budget {
+	bu := &budget{
+		b:        b,
 		epoch:    time.Now(),
 		clients:  make(map[*budgetClient]struct{}),
 		byClient: make(map[any]*budgetClient),
 	}
+	bu.remove = b.AddReclaimer(rbudget.Reclaimer{Reclaim: bu.reclaim, Every: reclaimEvery})
+	return bu
 }
 
 func (b *budget) now() int64 { return int64(time.Since(b.epoch)) }
@@ -76,7 +79,7 @@ type budgetClient struct {
 	budget  *budget
 	base    func(ctx context.Context, network, addr string) (net.Conn, error)
 	lastUse atomic.Int64 // budget.now() at the last read of any of its connections
-	waiting atomic.Int64 // its dials waiting for a place now
+	waiting atomic.Int64 // its dials taking or waiting for a place now
 
 	ctx    context.Context // ends when the client leaves the budget: stops its dials' waits
 	cancel context.CancelFunc
@@ -151,71 +154,39 @@ func (bc *budgetClient) dial(ctx context.Context, network, addr string) (net.Con
 }
 
 // acquire takes one place in the budget for a connection bc is about to
-// dial. When the budget is full it closes idle connections of other
-// clients, least recently used client first, and waits, first come first
-// served, looking again for idle connections every reclaimEvery, until a
-// place is free, ctx ends or bc leaves the budget.
+// dial. When the budget is full, b.b calls the reclaimers (this cache's
+// closes idle connections, least recently used client first, at once and
+// every reclaimEvery) and waits, first come first served, until a place is
+// free, ctx ends or bc leaves the budget.
 func (b *budget) acquire(ctx context.Context, bc *budgetClient) error {
-	if b.sem.TryAcquire(1) {
-		b.held.Add(1)
-		return nil
-	}
-	b.waiting.Add(1)
 	bc.waiting.Add(1)
-	defer func() {
-		b.waiting.Add(-1)
-		bc.waiting.Add(-1)
-	}()
-	b.waits.Add(1)
-	start := time.Now()
-	defer func() { b.waitNanos.Add(int64(time.Since(start))) }()
-
-	if b.reclaim(bc) && b.sem.TryAcquire(1) {
-		b.held.Add(1)
-		return nil
-	}
+	defer bc.waiting.Add(-1)
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(bc.ctx, cancel)
 	defer stop()
-	got := make(chan error, 1)
-	// The semaphore's Acquire keeps this dial's place in the queue while
-	// the loop below reclaims; it returns when actx ends at the latest.
-	go func() { got <- b.sem.Acquire(actx, 1) }()
-	tick := time.NewTicker(reclaimEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-got:
-			if err != nil {
-				if ctx.Err() != nil {
-					return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, b.max, ctx.Err())
-				}
-				return fmt.Errorf("%w: %w", ErrBudgetWait, redis.ErrClosed)
-			}
-			b.held.Add(1)
-			return nil
-		case <-tick.C:
-			b.reclaim(bc)
-		}
+	err := b.b.Acquire(actx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, b.b.Stats().Max, ctx.Err())
+	case bc.ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", ErrBudgetWait, redis.ErrClosed)
 	}
+	return fmt.Errorf("%w: %w", ErrBudgetWait, err)
 }
 
 // release gives back one place in the budget.
-func (b *budget) release() {
-	b.held.Add(-1)
-	b.sem.Release(1)
-}
+func (b *budget) release() { b.b.Release() }
 
-// reclaim closes the idle connections of clients other than self, least
-// recently used client first, and reports whether it closed any.
-func (b *budget) reclaim(self *budgetClient) bool {
+// reclaim closes the idle connections of the least recently used client
+// that has any, and returns how many it closed.
+func (b *budget) reclaim() int {
 	b.mu.Lock()
 	clients := make([]*budgetClient, 0, len(b.clients))
 	for bc := range b.clients {
-		if bc != self {
-			clients = append(clients, bc)
-		}
+		clients = append(clients, bc)
 	}
 	b.mu.Unlock()
 	slices.SortFunc(clients, func(x, y *budgetClient) int {
@@ -229,18 +200,18 @@ func (b *budget) reclaim(self *budgetClient) bool {
 			conns = append(conns, c)
 		}
 		bc.mu.Unlock()
-		closed := false
+		closed := 0
 		for _, c := range conns {
 			if c.reclaim(now) {
 				b.reclaimed.Add(1)
-				closed = true
+				closed++
 			}
 		}
-		if closed {
-			return true
+		if closed > 0 {
+			return closed
 		}
 	}
-	return false
+	return 0
 }
 
 // budgetConn is a connection that holds one place of the budget until it is
@@ -400,36 +371,53 @@ func (h budgetHook) waitedOut(ctx context.Context, err error) bool {
 }
 
 func (h budgetHook) wrap(err error) error {
-	return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, h.client.budget.max, err)
+	return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, h.client.budget.b.Stats().Max, err)
 }
 
-// BudgetStats are the figures of a cache's MaxTotalConns budget.
+// BudgetStats are the figures of a cache's budget (MaxTotalConns or the
+// Budget option).
 type BudgetStats struct {
-	// MaxTotalConns is the size of the budget; 0 means the cache has none
-	// and every other field is zero.
+	// MaxTotalConns is the size of the budget (for a fleet budget, that of
+	// the whole fleet); 0 means the cache has none and every other field is
+	// zero.
 	MaxTotalConns int
-	// Held is the number of connections open now in all clients of the
-	// cache, evicted clients still draining included.
+	// Held is the number of places of the budget held in this process:
+	// connections open in all clients of the cache (and of any other cache
+	// sharing the Budget option), evicted clients still draining included.
 	Held int
+	// FleetHeld is the number of places held by the whole fleet, as last
+	// seen (for a budget of one process, Held).
+	FleetHeld int
 	// Waiting is the number of dials waiting for a place now.
 	Waiting int
 	// WaitCount is the total number of dials that found the budget full.
 	WaitCount int64
 	// WaitDuration is the total time those dials reclaimed or waited.
 	WaitDuration time.Duration
-	// Reclaimed is the total number of idle connections of other tenants
-	// closed to make room.
+	// Reclaimed is the total number of idle connections of this cache's
+	// tenants closed to make room.
 	Reclaimed int64
+	// RenewFailures and Fallbacks count a fleet budget's failed lease
+	// renewals and its switches to the local fallback share; Fallback tells
+	// whether it is on that share now (see budget.Stats).
+	RenewFailures int64
+	Fallbacks     int64
+	Fallback      bool
 }
 
 func (b *budget) stats() BudgetStats {
+	s := b.b.Stats()
 	return BudgetStats{
-		MaxTotalConns: int(b.max),
-		Held:          int(b.held.Load()),
-		Waiting:       int(b.waiting.Load()),
-		WaitCount:     b.waits.Load(),
-		WaitDuration:  time.Duration(b.waitNanos.Load()),
+		MaxTotalConns: s.Max,
+		Held:          s.Held,
+		FleetHeld:     s.FleetHeld,
+		Waiting:       s.Waiting,
+		WaitCount:     s.WaitCount,
+		WaitDuration:  s.WaitDuration,
 		Reclaimed:     b.reclaimed.Load(),
+		RenewFailures: s.RenewFailures,
+		Fallbacks:     s.Fallbacks,
+		Fallback:      s.Fallback,
 	}
 }
 
@@ -438,15 +426,22 @@ func (b *budget) stats() BudgetStats {
 // is collected.
 var budgets sync.Map
 
+// registerBudget also removes the cache's reclaimer from the budget when
+// the cache is collected.
 func registerBudget[K comparable, C redis.UniversalClient](c *rescache.Cache[K, C], b *budget) {
 	key := weak.Make(c)
 	budgets.Store(key, b)
-	runtime.AddCleanup(c, func(k weak.Pointer[rescache.Cache[K, C]]) { budgets.Delete(k) }, key)
+	remove := b.remove
+	runtime.AddCleanup(c, func(k weak.Pointer[rescache.Cache[K, C]]) {
+		budgets.Delete(k)
+		remove()
+	}, key)
 }
 
-// PoolBudget returns the figures of the MaxTotalConns budget of c, a cache
-// made by [New] or [NewUniversal]: its size, the connections held, waits,
-// wait time and reclaims. For a cache without a budget it returns the zero
+// PoolBudget returns the figures of the budget (MaxTotalConns or the
+// Budget option) of c, a cache made by [New] or [NewUniversal]: its size,
+// the connections held, waits, wait time, reclaims and, for a fleet budget,
+// the fleet's figures. For a cache without a budget it returns the zero
 // BudgetStats.
 func PoolBudget[K comparable, C redis.UniversalClient](c *rescache.Cache[K, C]) BudgetStats {
 	v, ok := budgets.Load(weak.Make(c))

@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"context"
 	"errors"
+	rbudget "github.com/rescache/rescache/budget"
 	"io"
 	"net"
 	"testing"
@@ -55,14 +56,18 @@ func roundTrip(t *testing.T, c net.Conn) {
 func TestBudgetAccounting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		b := newBudget(1)
+		local, err := rbudget.NewLocal(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := newBudget(local)
 		da, db := &pipeDialer{}, &pipeDialer{fail: true}
 		a, other := b.newClient(da.dial), b.newClient(db.dial)
 
 		if _, err := other.dial(ctx, "tcp", "x"); err == nil {
 			t.Fatal("dial through a failing dialer succeeded")
 		}
-		if n := b.held.Load(); n != 0 {
+		if n := b.b.Stats().Held; n != 0 {
 			t.Fatalf("held = %d after a failed dial; want 0", n)
 		}
 
@@ -73,7 +78,7 @@ func TestBudgetAccounting(t *testing.T) {
 		roundTrip(t, c)
 		c.Close()
 		c.Close()
-		if n := b.held.Load(); n != 0 {
+		if n := b.b.Stats().Held; n != 0 {
 			t.Fatalf("held = %d after two Closes; want 0", n)
 		}
 
@@ -107,14 +112,14 @@ func TestBudgetAccounting(t *testing.T) {
 			t.Errorf("write on a reclaimed connection = %v; want io.EOF (go-redis retries)", err)
 		}
 		c.Close() // go-redis drops the dead connection: no second release
-		if n := b.held.Load(); n != 1 {
+		if n := b.b.Stats().Held; n != 1 {
 			t.Errorf("held = %d with one connection open; want 1", n)
 		}
 		if st := b.stats(); st.Reclaimed != 1 {
 			t.Errorf("Reclaimed = %d; want 1", st.Reclaimed)
 		}
 		oc.Close()
-		if n := b.held.Load(); n != 0 {
+		if n := b.b.Stats().Held; n != 0 {
 			t.Errorf("held = %d after closing everything; want 0", n)
 		}
 		// A client leaving the budget ends its waiting dials.

@@ -59,13 +59,17 @@
 // connections that all clients of a cache hold open at once, as the server
 // counts them: every client's pool, Pub/Sub, cluster node and sentinel
 // connections, evicted clients still draining included. The budget is a
-// FIFO semaphore (golang.org/x/sync/semaphore) with one place per
-// connection, taken in the client's go-redis Dialer (the tenant's own
-// Dialer, or go-redis's, is wrapped) and given back once, when the
-// connection is closed and the server has closed its side.
+// [github.com/rescache/rescache/budget.Budget]: for MaxTotalConns a
+// budget.Local, a FIFO semaphore (golang.org/x/sync/semaphore) with one
+// place per connection; with [Options.Budget] any implementation, such as
+// the fleet budget of package
+// github.com/rescache/rescache/budget/redisbudget. A place is taken in the
+// client's go-redis Dialer (the tenant's own Dialer, or go-redis's, is
+// wrapped) and given back once, when the connection is closed and the
+// server has closed its side.
 //
-// A dial that finds the budget full closes idle connections of other
-// tenants, least recently used tenant first, and waits, first come first
+// A dial that finds the budget full closes idle connections, least
+// recently used tenant first, and waits, first come first
 // served, looking again for idle connections every 10ms, until a place is
 // free or its context ends. go-redis dials in the background under
 // DialTimeout; a command whose context ends while its client's dial waits

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rescache/rescache"
+	rbudget "github.com/rescache/rescache/budget"
 )
 
 // DefaultPingTimeout is the ping timeout of a build when
@@ -53,8 +54,8 @@ type Options[K comparable] struct {
 	// other clients need. It works through go-redis's Dialer: a
 	// Dialer of the tenant's options is kept and wrapped.
 	//
-	// A dial that finds the budget full closes idle connections of other
-	// tenants, least recently used tenant first (a connection is idle when
+	// A dial that finds the budget full closes idle connections, least
+	// recently used tenant first (a connection is idle when
 	// its last reply was read over 50ms ago and nothing is under way on
 	// it; go-redis finds it closed when it next takes it from its pool,
 	// drops it and dials again), then waits, first come first served,
@@ -76,6 +77,19 @@ type Options[K comparable] struct {
 	// connections (go-redis: 10 per GOMAXPROCS) plus Pub/Sub.
 	MaxTotalConns int
 
+	// Budget, instead of MaxTotalConns, is the budget the clients of the
+	// cache take their connections from, with the mechanism MaxTotalConns
+	// describes: a [github.com/rescache/rescache/budget.Local] shared with
+	// other caches of the process, or a fleet budget (package
+	// github.com/rescache/rescache/budget/redisbudget) that bounds every
+	// process of a fleet together. The cache registers a reclaimer with it
+	// (idle connections of its least recently used client, called every
+	// 10ms while a dial waits) for as long as the cache is reachable.
+	// Setting both Budget and MaxTotalConns is an error.
+	//
+	// default: nil, MaxTotalConns decides.
+	Budget rbudget.Budget
+
 	// Cache configures the cache of clients. When Cache.Close is nil a
 	// client leaving the cache is closed with its Close method, which closes
 	// its connections.
@@ -96,7 +110,7 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], erro
 	if opts.Client == nil {
 		return nil, errors.New("redisadapter: Options.Client is nil")
 	}
-	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns)
+	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns, opts.Budget)
 	if err != nil {
 		return nil, err
 	}
@@ -151,19 +165,29 @@ func New[K comparable](opts Options[K]) (*rescache.Cache[K, *redis.Client], erro
 type builder[K comparable] struct {
 	pingTimeout time.Duration  // > 0
 	keyString   func(K) string // never nil
-	budget      *budget        // nil without MaxTotalConns
+	budget      *budget        // nil without MaxTotalConns or Budget
 }
 
-func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) string, maxTotalConns int) (*builder[K], error) {
+func newBuilder[K comparable](pingTimeout time.Duration, keyString func(K) string, maxTotalConns int, shared rbudget.Budget) (*builder[K], error) {
 	if pingTimeout < 0 {
 		return nil, fmt.Errorf("redisadapter: PingTimeout is negative (%v)", pingTimeout)
 	}
 	if maxTotalConns < 0 {
 		return nil, fmt.Errorf("redisadapter: MaxTotalConns is negative (%d)", maxTotalConns)
 	}
+	if maxTotalConns > 0 && shared != nil {
+		return nil, fmt.Errorf("redisadapter: set either MaxTotalConns (%d) or Budget, not both", maxTotalConns)
+	}
 	var bud *budget
-	if maxTotalConns > 0 {
-		bud = newBudget(maxTotalConns)
+	switch {
+	case shared != nil:
+		bud = newBudget(shared)
+	case maxTotalConns > 0:
+		local, err := rbudget.NewLocal(maxTotalConns)
+		if err != nil {
+			return nil, fmt.Errorf("redisadapter: %w", err)
+		}
+		bud = newBudget(local)
 	}
 	if pingTimeout == 0 {
 		pingTimeout = DefaultPingTimeout

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rescache/rescache"
+	rbudget "github.com/rescache/rescache/budget"
 )
 
 // UniversalOptions configures [NewUniversal].
@@ -48,6 +49,12 @@ type UniversalOptions[K comparable] struct {
 	// default: 0, no budget.
 	MaxTotalConns int
 
+	// Budget, instead of MaxTotalConns, is a budget shared with other caches
+	// or processes, as [Options.Budget] describes.
+	//
+	// default: nil, MaxTotalConns decides.
+	Budget rbudget.Budget
+
 	// Cache configures the cache of clients. When Cache.Close is nil a
 	// client leaving the cache is closed with its Close method.
 	//
@@ -68,7 +75,7 @@ func NewUniversal[K comparable](opts UniversalOptions[K]) (*rescache.Cache[K, re
 	if opts.Client == nil {
 		return nil, errors.New("redisadapter: UniversalOptions.Client is nil")
 	}
-	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns)
+	b, err := newBuilder(opts.PingTimeout, opts.Cache.KeyString, opts.MaxTotalConns, opts.Budget)
 	if err != nil {
 		return nil, err
 	}

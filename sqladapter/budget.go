@@ -14,30 +14,29 @@ import (
 	"time"
 	"weak"
 
-	"golang.org/x/sync/semaphore"
-
 	"github.com/rescache/rescache"
+	rbudget "github.com/rescache/rescache/budget"
 )
 
 // ErrBudgetWait is matched with errors.Is by the error of a query, or of a
 // build's ping, whose context ended while it waited for a connection of the
-// [Options.MaxTotalConns] budget. The same error also matches the
-// context's error (context.DeadlineExceeded or context.Canceled).
+// budget ([Options.MaxTotalConns] or [Options.Budget]). The same error also
+// matches the context's error (context.DeadlineExceeded or
+// context.Canceled).
 var ErrBudgetWait = errors.New("sqladapter: no connection of the MaxTotalConns budget became free")
 
-// budget bounds the connections that all pools of one cache hold open at
-// once. It is safe for concurrent use. It has no goroutine of its own; the
-// only code that runs later is a timer's release (releaseSettled).
+// budget is one cache's use of a connection budget: the places come from b
+// (a budget.Local for Options.MaxTotalConns, or Options.Budget, which other
+// caches and processes may share); the pools are those of this cache, whose
+// idle connections its reclaimer closes. It is safe for concurrent use. It
+// has no goroutine of its own; the only code that runs later is a timer's
+// release (releaseSettled).
 type budget struct {
-	max   int64
-	sem   *semaphore.Weighted // one unit per open connection, FIFO for waiters
-	epoch time.Time           // origin of budgetPool.lastUse
+	b      rbudget.Budget
+	remove func()    // removes the reclaimer from b
+	epoch  time.Time // origin of budgetPool.lastUse
 
-	held       atomic.Int64 // units taken from sem: connections open, or closed less than closeSettle ago
-	waiting    atomic.Int64 // callers of acquire that have not got a unit yet
-	waits      atomic.Int64 // acquires that found the budget full
-	waitNanos  atomic.Int64 // total time those acquires waited
-	reclaimed  atomic.Int64 // idle connections of other pools closed by acquire
+	reclaimed  atomic.Int64 // idle connections of other pools closed by reclaim
 	handedOver atomic.Int64 // connections closed on return because someone waited
 
 	mu    sync.Mutex              // protects pools
@@ -52,13 +51,16 @@ type budgetPool struct {
 	lastUse atomic.Int64 // nanoseconds since budget.epoch of the last connection use
 }
 
-func newBudget(max int) *budget {
-	return &budget{
-		max:   int64(max),
-		sem:   semaphore.NewWeighted(int64(max)),
+// newBudget returns the budget of a cache over b and registers its
+// reclaimer with b.
+func newBudget(b rbudget.Budget) *budget {
+	bu := &budget{
+		b:     b,
 		epoch: time.Now(),
 		pools: make(map[*sql.DB]*budgetPool),
 	}
+	bu.remove = b.AddReclaimer(rbudget.Reclaimer{Reclaim: bu.reclaim})
+	return bu
 }
 
 // touch records a use of the pool, for the least recently used order of
@@ -87,37 +89,22 @@ func (b *budget) forget(db *sql.DB) {
 	b.mu.Unlock()
 }
 
-// acquire takes one connection of the budget for a connection that self is
-// about to open. When the budget is full it first closes the idle
-// connections of the least recently used other pool that has any; then it
-// waits, first come first served, until a connection is closed (those it
-// closed, or others) or ctx ends. While anyone waits, connections put
+// acquire takes one connection of the budget for a connection that a pool
+// is about to open. When the budget is full, b.b calls the reclaimers
+// (this cache's reclaim closes the idle connections of its least recently
+// used pool that has any), then waits, first come first served, until a
+// connection is closed or ctx ends. While anyone waits, connections put
 // back in any pool are closed instead of kept idle (budgetConn.IsValid), so
 // a waiter never waits for idle connections to time out.
-func (b *budget) acquire(ctx context.Context, self *budgetPool) error {
-	if b.sem.TryAcquire(1) {
-		b.held.Add(1)
-		return nil
+func (b *budget) acquire(ctx context.Context) error {
+	if err := b.b.Acquire(ctx); err != nil {
+		return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, b.b.Stats().Max, err)
 	}
-	b.waiting.Add(1)
-	defer b.waiting.Add(-1)
-	b.waits.Add(1)
-	start := time.Now()
-	defer func() { b.waitNanos.Add(int64(time.Since(start))) }()
-
-	b.reclaim(self)
-	if err := b.sem.Acquire(ctx, 1); err != nil {
-		return fmt.Errorf("%w (%d connections, all held): %w", ErrBudgetWait, b.max, err)
-	}
-	b.held.Add(1)
 	return nil
 }
 
 // release gives back one connection of the budget.
-func (b *budget) release() {
-	b.held.Add(-1)
-	b.sem.Release(1)
-}
+func (b *budget) release() { b.b.Release() }
 
 // closeSettle is how long a closed connection still counts in the budget.
 // A driver's Close sends its goodbye (PostgreSQL's Terminate, MySQL's
@@ -133,19 +120,17 @@ const closeSettle = 10 * time.Millisecond
 // closeSettle. The timer's function is the only code that runs after it.
 func (b *budget) releaseSettled() { time.AfterFunc(closeSettle, b.release) }
 
-// reclaim closes the idle connections of the least recently used pool,
-// other than self, that has any, and reports whether it found one. Their
-// places come back after closeSettle, to the first of the waiters: each
-// caller that finds the budget full frees at least one place when any pool
-// has an idle connection, so waiters never outnumber the places on their
-// way while idle connections remain.
-func (b *budget) reclaim(self *budgetPool) bool {
+// reclaim closes the idle connections of the least recently used pool
+// that has any, and returns how many it closed. Their places come back
+// after closeSettle, to the first of the waiters: each caller that finds
+// the budget full frees at least one place when any pool has an idle
+// connection, so waiters never outnumber the places on their way while
+// idle connections remain.
+func (b *budget) reclaim() int {
 	b.mu.Lock()
 	pools := make([]*budgetPool, 0, len(b.pools))
 	for _, p := range b.pools {
-		if p != self {
-			pools = append(pools, p)
-		}
+		pools = append(pools, p)
 	}
 	b.mu.Unlock()
 	slices.SortFunc(pools, func(x, y *budgetPool) int {
@@ -162,21 +147,27 @@ func (b *budget) reclaim(self *budgetPool) bool {
 		p.db.SetMaxIdleConns(p.maxIdle)
 		if n := p.db.Stats().MaxIdleClosed - st.MaxIdleClosed; n > 0 {
 			b.reclaimed.Add(n)
-			return true
+			return int(n)
 		}
 	}
-	return false
+	return 0
 }
 
-// BudgetStats are the figures of a cache's [Options.MaxTotalConns] budget.
+// BudgetStats are the figures of a cache's budget ([Options.MaxTotalConns]
+// or [Options.Budget]).
 type BudgetStats struct {
-	// MaxTotalConns is the size of the budget; 0 means the cache has none
-	// and every other field is zero.
+	// MaxTotalConns is the size of the budget (for a fleet budget, that of
+	// the whole fleet); 0 means the cache has none and every other field is
+	// zero.
 	MaxTotalConns int
-	// Held is the number of connections open now in all pools of the cache,
-	// evicted pools still draining included, and of those closed in the
-	// last 10ms, while the server ends their sessions.
+	// Held is the number of places of the budget held in this process:
+	// connections open in all pools of the cache (and of any other cache
+	// sharing Options.Budget), evicted pools still draining included, and
+	// those closed in the last 10ms, while the server ends their sessions.
 	Held int
+	// FleetHeld is the number of places held by the whole fleet, as last
+	// seen (for a budget of one process, Held).
+	FleetHeld int
 	// Waiting is the number of connections being waited for now.
 	Waiting int
 	// WaitCount is the total number of connections that found the budget
@@ -184,24 +175,35 @@ type BudgetStats struct {
 	WaitCount int64
 	// WaitDuration is the total time those connections reclaimed or waited.
 	WaitDuration time.Duration
-	// Reclaimed is the total number of idle connections of other tenants
-	// closed to make room, when the budget was full.
+	// Reclaimed is the total number of idle connections of this cache's
+	// tenants closed to make room, when the budget was full.
 	Reclaimed int64
 	// HandedOver is the total number of connections closed when they were
 	// put back in their pool, instead of kept idle, because a connection
 	// was awaited.
 	HandedOver int64
+	// RenewFailures and Fallbacks count a fleet budget's failed lease
+	// renewals and its switches to the local fallback share; Fallback tells
+	// whether it is on that share now (see budget.Stats).
+	RenewFailures int64
+	Fallbacks     int64
+	Fallback      bool
 }
 
 func (b *budget) stats() BudgetStats {
+	s := b.b.Stats()
 	return BudgetStats{
-		MaxTotalConns: int(b.max),
-		Held:          int(b.held.Load()),
-		Waiting:       int(b.waiting.Load()),
-		WaitCount:     b.waits.Load(),
-		WaitDuration:  time.Duration(b.waitNanos.Load()),
+		MaxTotalConns: s.Max,
+		Held:          s.Held,
+		FleetHeld:     s.FleetHeld,
+		Waiting:       s.Waiting,
+		WaitCount:     s.WaitCount,
+		WaitDuration:  s.WaitDuration,
 		Reclaimed:     b.reclaimed.Load(),
 		HandedOver:    b.handedOver.Load(),
+		RenewFailures: s.RenewFailures,
+		Fallbacks:     s.Fallbacks,
+		Fallback:      s.Fallback,
 	}
 }
 
@@ -209,15 +211,23 @@ func (b *budget) stats() BudgetStats {
 // its budget. A cleanup deletes the entry when the cache is collected.
 var budgets sync.Map // weak.Pointer[rescache.Cache[K, *sql.DB]] -> *budget
 
+// registerBudget also removes the cache's reclaimer from the budget when
+// the cache is collected (its pools are all closed by then, so the
+// reclaimer has nothing left to close).
 func registerBudget[K comparable](c *rescache.Cache[K, *sql.DB], b *budget) {
 	key := weak.Make(c)
 	budgets.Store(key, b)
-	runtime.AddCleanup(c, func(k weak.Pointer[rescache.Cache[K, *sql.DB]]) { budgets.Delete(k) }, key)
+	remove := b.remove
+	runtime.AddCleanup(c, func(k weak.Pointer[rescache.Cache[K, *sql.DB]]) {
+		budgets.Delete(k)
+		remove()
+	}, key)
 }
 
-// PoolBudget returns the figures of the [Options.MaxTotalConns] budget of
-// c, a cache made by [New]: its size, the connections held, waits, wait
-// time and reclaims. For a cache without a budget it returns the zero
+// PoolBudget returns the figures of the budget ([Options.MaxTotalConns] or
+// [Options.Budget]) of c, a cache made by [New]: its size, the connections
+// held, waits, wait time, reclaims and, for a fleet budget, the fleet's
+// figures. For a cache without a budget it returns the zero
 // BudgetStats. Like [PoolStats] it takes no lease and may be called as often
 // as a metrics scrape wants.
 func PoolBudget[K comparable](c *rescache.Cache[K, *sql.DB]) BudgetStats {

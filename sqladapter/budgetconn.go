@@ -37,7 +37,7 @@ type budgetConnector struct {
 // gives the budget back at once.
 func (c *budgetConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	b := c.pool.budget
-	if err := b.acquire(ctx, c.pool); err != nil {
+	if err := b.acquire(ctx); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -127,7 +127,7 @@ func (c *budgetConn) Begin() (driver.Tx, error) { return c.inner.Begin() }
 // idle and its place in the budget goes to the first waiter.
 func (c *budgetConn) IsValid() bool {
 	c.pool.touch()
-	if c.pool.budget.waiting.Load() > 0 {
+	if c.pool.budget.b.Contended() {
 		c.pool.budget.handedOver.Add(1)
 		return false
 	}

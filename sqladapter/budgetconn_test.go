@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	rbudget "github.com/rescache/rescache/budget"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -77,9 +78,22 @@ type oneConnector struct{ conn driver.Conn }
 func (c oneConnector) Connect(context.Context) (driver.Conn, error) { return c.conn, nil }
 func (c oneConnector) Driver() driver.Driver                        { return nil }
 
+// newLocalBudget returns the budget of a cache over a Local budget of max
+// places.
+func newLocalBudget(t *testing.T, max int) *budget {
+	t.Helper()
+	l, err := rbudget.NewLocal(max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newBudget(l)
+}
+
+func held(b *budget) int { return b.b.Stats().Held }
+
 func connectUnderBudget(t *testing.T, inner driver.Conn) (*budgetConn, *budget) {
 	t.Helper()
-	b := newBudget(1)
+	b := newLocalBudget(t, 1)
 	p := &budgetPool{budget: b}
 	conn, err := (&budgetConnector{inner: oneConnector{inner}, pool: p}).Connect(context.Background())
 	if err != nil {
@@ -161,21 +175,23 @@ func TestBudgetConnForwardsOptionalInterfaces(t *testing.T) {
 func TestBudgetConnCloseReleasesOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, b := connectUnderBudget(t, &bareConn{})
-		if n := b.held.Load(); n != 1 {
+		if n := held(b); n != 1 {
 			t.Fatalf("held = %d after Connect; want 1", n)
 		}
 		c.Close()
 		c.Close()
-		if n := b.held.Load(); n != 1 {
+		if n := held(b); n != 1 {
 			t.Errorf("held = %d at once after Close; want 1 until the session has ended", n)
 		}
 		time.Sleep(closeSettle)
 		synctest.Wait()
-		if n := b.held.Load(); n != 0 {
+		if n := held(b); n != 0 {
 			t.Errorf("held = %d after two Closes; want 0", n)
 		}
-		if !b.sem.TryAcquire(1) || b.sem.TryAcquire(1) {
-			t.Errorf("semaphore does not have exactly one free place")
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if b.b.Acquire(context.Background()) != nil || b.b.Acquire(ctx) == nil {
+			t.Errorf("the budget does not have exactly one free place")
 		}
 	})
 }
@@ -188,7 +204,7 @@ func TestBudgetBareDriverThroughDatabaseSQL(t *testing.T) {
 
 func testBareDriverThroughDatabaseSQL(t *testing.T) {
 	inner := &bareConn{}
-	b := newBudget(1)
+	b := newLocalBudget(t, 1)
 	p := b.open(oneConnector{inner}, DefaultPoolSettings())
 	res, err := p.db.Exec("UPDATE x")
 	if err != nil {
@@ -202,7 +218,7 @@ func testBareDriverThroughDatabaseSQL(t *testing.T) {
 	}
 	time.Sleep(closeSettle)
 	synctest.Wait()
-	if n := b.held.Load(); n != 0 {
+	if n := held(b); n != 0 {
 		t.Errorf("held = %d after DB.Close; want 0", n)
 	}
 }

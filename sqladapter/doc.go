@@ -94,8 +94,12 @@
 // the total: the connections that all pools of the cache hold open at
 // once, draining pools included, never exceed it.
 //
-// The budget is a FIFO semaphore (golang.org/x/sync/semaphore) with one
-// place per connection. Each pool is opened over a driver.Connector that
+// The budget is a [github.com/rescache/rescache/budget.Budget]: for
+// MaxTotalConns, a budget.Local, a FIFO semaphore
+// (golang.org/x/sync/semaphore) with one place per connection; with
+// [Options.Budget], any implementation, such as the fleet budget of package
+// github.com/rescache/rescache/budget/redisbudget, shared by every process
+// of a fleet. Each pool is opened over a driver.Connector that
 // wraps the driver's: its Connect takes a place before it connects (and
 // gives it back if the connect fails), and the connection it returns gives
 // the place back once, 10ms after database/sql closes it, whatever the
@@ -108,8 +112,8 @@
 //
 // When the budget is full, a connection that is needed:
 //
-//  1. takes idle connections back from another tenant, the least recently
-//     used one that has any: that pool's idle connections are closed
+//  1. takes idle connections back from the least recently used tenant that
+//     has any (through the reclaimer the cache registers with the budget): that pool's idle connections are closed
 //     (SetMaxIdleConns(0), then its setting again) and their places go, in
 //     order, to those waiting;
 //  2. then waits, first come first served, for a connection to be
@@ -131,5 +135,5 @@
 // [PoolBudget] the figures of the connection budget.
 //
 // The package imports only the standard library, rescache and
-// golang.org/x/sync: the program imports the database/sql drivers it needs.
+// rescache/budget: the program imports the database/sql drivers it needs.
 package sqladapter

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rescache/rescache"
+	rbudget "github.com/rescache/rescache/budget"
 )
 
 // Options configures [New]. Set either Driver and DSN, or Connector.
@@ -79,9 +80,8 @@ type Options[K comparable] struct {
 	// A connection is counted from the moment its pool starts opening it
 	// until 10ms after database/sql closes it (the server's teardown). When
 	// the budget is full, opening a connection first closes the idle
-	// connections of the least recently used other tenant that has any,
-	// then waits, first come first served,
-	// until a connection is closed; while anyone waits, connections put
+	// connections of the least recently used tenant that has any, then
+	// waits, first come first served, until a connection is closed; while anyone waits, connections put
 	// back in a pool are closed instead of kept idle. The wait honours the
 	// context of the query (or of the build's ping); when that context
 	// ends, the query fails with an error that matches [ErrBudgetWait] and
@@ -106,6 +106,17 @@ type Options[K comparable] struct {
 	// default: 0, no budget: the cache holds at most MaxEntries (or an
 	// unbounded number of) pools times each pool's MaxOpenConns.
 	MaxTotalConns int
+
+	// Budget, instead of MaxTotalConns, is the budget the pools of the cache
+	// take their connections from, with the mechanism MaxTotalConns
+	// describes: a [github.com/rescache/rescache/budget.Local] shared with other caches of the process,
+	// or a fleet budget (package github.com/rescache/rescache/budget/redisbudget) that bounds every process of
+	// a fleet together. The cache registers a reclaimer with it (the idle
+	// connections of its least recently used pool) for as long as the cache
+	// is reachable. Setting both Budget and MaxTotalConns is an error.
+	//
+	// default: nil, MaxTotalConns decides.
+	Budget rbudget.Budget
 
 	// Cache configures the cache: MaxEntries, IdleTimeout, BuildTimeout,
 	// ErrorTTL, hooks. KeyString, if set, also formats tenants in errors.
@@ -233,7 +244,7 @@ type adapter[K comparable] struct {
 	pingTimeout time.Duration
 	init        func(context.Context, K, *sql.DB) error
 	keyString   func(K) string
-	budget      *budget // nil without Options.MaxTotalConns
+	budget      *budget // nil without Options.MaxTotalConns or Options.Budget
 
 	// drv is the driver named by Options.Driver, found by the first build
 	// that opens a pool under a budget.
@@ -257,6 +268,9 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 	if opts.MaxTotalConns < 0 {
 		return nil, fmt.Errorf("sqladapter: Options.MaxTotalConns is negative (%d)", opts.MaxTotalConns)
 	}
+	if opts.MaxTotalConns > 0 && opts.Budget != nil {
+		return nil, fmt.Errorf("sqladapter: set either Options.MaxTotalConns (%d) or Options.Budget, not both", opts.MaxTotalConns)
+	}
 	if opts.PingTimeout < 0 {
 		return nil, fmt.Errorf("sqladapter: Options.PingTimeout is negative (%v)", opts.PingTimeout)
 	}
@@ -269,8 +283,15 @@ func newAdapter[K comparable](opts Options[K]) (*adapter[K], error) {
 		init:        opts.Init,
 		keyString:   opts.Cache.KeyString,
 	}
-	if opts.MaxTotalConns > 0 {
-		a.budget = newBudget(opts.MaxTotalConns)
+	switch {
+	case opts.Budget != nil:
+		a.budget = newBudget(opts.Budget)
+	case opts.MaxTotalConns > 0:
+		local, err := rbudget.NewLocal(opts.MaxTotalConns)
+		if err != nil {
+			return nil, fmt.Errorf("sqladapter: %w", err)
+		}
+		a.budget = newBudget(local)
 	}
 	if a.pingTimeout == 0 {
 		a.pingTimeout = DefaultPingTimeout

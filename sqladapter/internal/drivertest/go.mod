@@ -5,6 +5,7 @@ go 1.25.0
 
 replace (
 	github.com/rescache/rescache => ../../..
+	github.com/rescache/rescache/budget => ../../../budget
 	github.com/rescache/rescache/redisadapter => ../../../redisadapter
 	github.com/rescache/rescache/sqladapter => ../..
 )
@@ -34,6 +35,7 @@ require (
 	github.com/ncruces/go-strftime v1.1.0 // indirect
 	github.com/puzpuzpuz/xsync/v3 v3.5.1 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/rescache/rescache/budget v0.2.0 // indirect
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
