@@ -173,7 +173,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
 			if c.lfu != nil {
-				c.lfu.reads.countHit(&c.hot, e.hash, 0)
+				c.hot.countHit(&c.lfu.reads, e.hash, 0)
 			} else {
 				c.hot.add(1, 0, 0)
 			}

@@ -1,18 +1,12 @@
 package rescache
 
-import (
-	"runtime"
-	_ "unsafe" // for go:linkname
-)
+import "github.com/rescache/rescache/internal/percpu"
 
 // pcounter counts the events of the hit path, hits and leases taken and
-// released, in cells
-// striped by P (the scheduler's processor). A shared atomic counter written by every hit costs
-// a contended cache line per call, and xsync.Counter picks its stripe through
-// a sync.Pool, which costs about as much as the map lookup it would count
-// (both measured with the hit benchmark). Here the goroutine pins itself to
-// its P, so that P's cell has a single writer and can be updated without a
-// read-modify-write: see addSingleWriter.
+// released, in cells striped by P (the scheduler's processor; see the
+// percpu package for why not a shared atomic, sync.Pool or xsync.Counter).
+// The goroutine pins itself to its P, so that P's cell has a single writer
+// and is updated without a read-modify-write.
 type pcounter struct {
 	cells []pcell
 	_     [64]byte // keeps overflow off the cache lines of the fields before it
@@ -26,32 +20,48 @@ type pcounter struct {
 }
 
 type pcell struct {
-	hits, taken, released cell
+	hits, taken, released percpu.Cell
 	_                     [40]byte // one cache line per cell
 }
 
 func newPcounter() pcounter {
-	// A cell for every CPU too, so that raising GOMAXPROCS up to the
-	// number of CPUs after New does not send hits to the overflow cell.
-	return pcounter{cells: make([]pcell, max(runtime.GOMAXPROCS(0), runtime.NumCPU()))}
+	return pcounter{cells: make([]pcell, percpu.Slots())}
 }
 
 // add adds to the counts of hits, leases taken and leases released.
 func (c *pcounter) add(hits, taken, released int64) {
-	p := procPin()
+	p := percpu.Pin()
 	if p < len(c.cells) {
-		// Single writer: no goroutine runs on this P until procUnpin.
-		cell := &c.cells[p]
-		addSingleWriter(&cell.hits, hits)
-		addSingleWriter(&cell.taken, taken)
-		addSingleWriter(&cell.released, released)
-		procUnpin()
+		c.cells[p].addPinned(hits, taken, released)
+		percpu.Unpin()
 		return
 	}
-	procUnpin()
+	percpu.Unpin()
 	c.overflow.hits.Add(hits)
 	c.overflow.taken.Add(taken)
 	c.overflow.released.Add(released)
+}
+
+// addPinned is add for the goroutine pinned to the cell's P.
+func (cell *pcell) addPinned(hits, taken, released int64) {
+	cell.hits.AddPinned(hits)
+	cell.taken.AddPinned(taken)
+	cell.released.AddPinned(released)
+}
+
+// countHit is add(1, taken, 0) for a hit of a TinyLFU cache: within the
+// same pin, it also records the key's hash in the read buffer.
+func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) {
+	p := percpu.Pin()
+	if p < len(c.cells) {
+		c.cells[p].addPinned(1, taken, 0)
+		reads.recordPinned(p, hash)
+		percpu.Unpin()
+		return
+	}
+	percpu.Unpin()
+	c.overflow.hits.Add(1)
+	c.overflow.taken.Add(taken)
 }
 
 // load returns the hits, and the leases out: taken minus released.
@@ -103,15 +113,3 @@ func (c *pcounter) sumReleased() int64 {
 	}
 	return n
 }
-
-// procPin disables preemption and returns the id of the current P. It is
-// runtime.procPin, which the runtime keeps available to linkname users
-// (go.dev/issue/67401).
-//
-//go:linkname procPin runtime.procPin
-func procPin() int
-
-// procUnpin undoes procPin.
-//
-//go:linkname procUnpin runtime.procUnpin
-func procUnpin()

@@ -1,6 +1,10 @@
 package rescache
 
-import "math/bits"
+import (
+	"math/bits"
+
+	"github.com/rescache/rescache/internal/percpu"
+)
 
 // sketch estimates how often each key hash was seen recently: a count-min
 // sketch of 4-bit counters, 16 to a word, with aging. It is Caffeine's
@@ -113,77 +117,36 @@ func rehash(h uint64) uint64 {
 // raised past the CPUs after New) records nothing. Losing a few hits only makes the
 // frequencies a little lower; the sketch is an estimate anyway.
 type readBuffer struct {
-	rings []readRing
+	rings []percpu.Ring // one per P; see percpu.Ring
 }
 
 // readSlots is the size of a ring: at least as many hits as a P serves
 // between two inserts, in the common case, without a loss.
-const readSlots = 64
-
-type readRing struct {
-	n     cell                // records written: single writer, the ring's P
-	read  uint64              // records drained; guarded by Cache.mu
-	slots [readSlots]readSlot // key hashes; 0 is an empty slot
-	_     [48]byte            // keep the next ring's counter off this ring's last line
-}
+const readSlots = percpu.RingSize
 
 func newReadBuffer(procs int) readBuffer {
-	return readBuffer{rings: make([]readRing, procs)}
+	return readBuffer{rings: make([]percpu.Ring, procs)}
 }
 
 // record notes a hit of the key whose hash is h (never 0). It takes no
 // lock and does not allocate.
 func (b *readBuffer) record(h uint32) {
-	p := procPin()
+	p := percpu.Pin()
 	b.recordPinned(p, h)
-	procUnpin()
+	percpu.Unpin()
 }
 
 // recordPinned is record for a caller pinned to P p.
 func (b *readBuffer) recordPinned(p int, h uint32) {
 	if p < len(b.rings) {
-		r := &b.rings[p]
-		r.slots[uint64(r.n.Load())&(readSlots-1)].store(h)
-		addSingleWriter(&r.n, 1)
+		b.rings[p].PutPinned(h)
 	}
-}
-
-// countHit is h.add(1, taken, 0) for a hit of a TinyLFU cache: it counts
-// the hit (and the lease taken with it, when taken is 1) and records the
-// key's hash in b, within one pin to the P.
-func (b *readBuffer) countHit(h *pcounter, hash uint32, taken int64) {
-	pid := procPin()
-	if pid < len(h.cells) {
-		cell := &h.cells[pid]
-		addSingleWriter(&cell.hits, 1)
-		addSingleWriter(&cell.taken, taken)
-		b.recordPinned(pid, hash)
-		procUnpin()
-		return
-	}
-	procUnpin()
-	h.overflow.hits.Add(1)
-	h.overflow.taken.Add(taken)
 }
 
 // drainLocked passes every hash recorded since the last drain (at most a
 // ring's worth per P) to f, and empties the rings.
 func (b *readBuffer) drainLocked(f func(h uint32)) {
 	for i := range b.rings {
-		r := &b.rings[i]
-		n := uint64(r.n.Load())
-		from := r.read
-		if n-from > readSlots {
-			from = n - readSlots
-		}
-		for j := from; j < n; j++ {
-			// A slot whose store is not visible yet reads 0, or a record
-			// an overwrite replaced: either way one hit is lost, never
-			// counted twice.
-			if h := r.slots[j&(readSlots-1)].take(); h != 0 {
-				f(h)
-			}
-		}
-		r.read = n
+		b.rings[i].Drain(f)
 	}
 }

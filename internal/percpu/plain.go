@@ -1,0 +1,39 @@
+//go:build !race && (amd64 || arm64 || ppc64 || ppc64le || s390x || riscv64 || loong64 || mips64 || mips64le)
+
+package percpu
+
+import "sync/atomic"
+
+// Cell is a count with a single writer, read by anyone.
+//
+// On a 64-bit platform it is a plain word: its writer, pinned to its P,
+// updates it with an ordinary load and store, and a reader of a word-sized
+// value sees some value written to it, never a torn one (the Go memory
+// model's rule for word-sized races), at worst a slightly old count. The
+// race detector would report these reads; race builds use atomics instead
+// (atomic.go), around the same algorithm.
+type Cell struct{ n int64 }
+
+// Load returns the count, possibly missing the writer's latest adds.
+func (c *Cell) Load() int64 { return c.n }
+
+func (c *Cell) store(n int64) { c.n = n }
+
+// Add adds d atomically, for a writer that is not the cell's single writer
+// (a cell shared by Ps beyond a structure's slots).
+func (c *Cell) Add(d int64) { atomic.AddInt64(&c.n, d) }
+
+// ringSlot is a slot of a Ring: its P stores with a plain store (a
+// word-sized store is never torn, so the drain reads the new record or what
+// was there before), the drain takes it with an atomic swap.
+type ringSlot struct{ h uint32 }
+
+func (s *ringSlot) store(h uint32) { s.h = h }
+
+func (s *ringSlot) take() uint32 { return atomic.SwapUint32(&s.h, 0) }
+
+// stackSlot is a slot of a Stack: only its pinned P reads and writes it.
+type stackSlot[T any] struct{ p *T }
+
+func (s *stackSlot[T]) load() *T   { return s.p }
+func (s *stackSlot[T]) store(t *T) { s.p = t }
