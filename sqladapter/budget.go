@@ -48,6 +48,7 @@ type budgetPool struct {
 	budget  *budget
 	db      *sql.DB      // set before the pool is registered; read-only after
 	maxIdle int          // the pool's MaxIdleConns setting, restored after a reclaim
+	pick    *pickPool    // the queue of idle connections under LeastRecentlyUsed; nil under MostRecentlyUsed
 	lastUse atomic.Int64 // nanoseconds since budget.epoch of the last connection use
 }
 
@@ -71,8 +72,13 @@ func (p *budgetPool) touch() { p.lastUse.Store(int64(time.Since(p.budget.epoch))
 // with settings applied, and adds it to the pools reclaims look at.
 func (b *budget) open(inner driver.Connector, settings PoolSettings) *budgetPool {
 	p := &budgetPool{budget: b, maxIdle: settings.MaxIdleConns}
-	p.db = sql.OpenDB(&budgetConnector{inner: inner, pool: p})
-	settings.apply(p.db)
+	c := &budgetConnector{inner: inner, pool: p}
+	if settings.Pick == LeastRecentlyUsed {
+		p.db, p.pick = openPicked(c, settings)
+	} else {
+		p.db = sql.OpenDB(c)
+		settings.apply(p.db)
+	}
 	p.touch()
 	b.mu.Lock()
 	b.pools[p.db] = p
@@ -137,6 +143,14 @@ func (b *budget) reclaim() int {
 		return cmp.Compare(x.lastUse.Load(), y.lastUse.Load())
 	})
 	for _, p := range pools {
+		if p.pick != nil {
+			// LeastRecentlyUsed: the idle connections are in its queue.
+			if n := p.pick.closeIdle(); n > 0 {
+				b.reclaimed.Add(n)
+				return true
+			}
+			continue
+		}
 		st := p.db.Stats()
 		if st.Idle == 0 {
 			continue

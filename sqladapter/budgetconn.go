@@ -16,14 +16,7 @@ import (
 // here a counter around Connect and Close.
 //
 // The conn wrapper implements every optional interface that database/sql
-// type-asserts on a connection, as those middlewares and the Elastic APM
-// wrapper do. Where the driver's connection lacks one, the wrapper answers
-// exactly what database/sql does when the interface is absent: ErrSkip for
-// ExecerContext, QueryerContext and NamedValueChecker (database/sql then
-// prepares, or uses its default converter), nil for Pinger and
-// SessionResetter, true for Validator, and database/sql's own fallbacks
-// (ctxutil.go) for ConnPrepareContext and ConnBeginTx. Statements,
-// transactions and rows are the driver's own, unwrapped.
+// type-asserts on a connection, through forwardConn (forwardconn.go).
 
 // budgetConnector is the driver.Connector of one tenant's pool when the
 // cache has a budget.
@@ -55,7 +48,7 @@ func (c *budgetConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	}
 	ok = true
 	c.pool.touch()
-	return &budgetConn{inner: conn, pool: c.pool}, nil
+	return &budgetConn{forwardConn: forwardConn{inner: conn}, pool: c.pool}, nil
 }
 
 // Driver returns the driver of the wrapped connector.
@@ -82,9 +75,10 @@ func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.d
 func (c dsnConnector) Driver() driver.Driver { return c.driver }
 
 // budgetConn is a driver connection that holds one connection of the
-// budget until it is closed.
+// budget until it is closed. forwardConn answers the methods it does not
+// override.
 type budgetConn struct {
-	inner    driver.Conn
+	forwardConn
 	pool     *budgetPool
 	released atomic.Bool // set by the first Close, which gives the budget back
 }
@@ -101,10 +95,6 @@ var (
 	_ driver.NamedValueChecker  = (*budgetConn)(nil)
 )
 
-// Unwrap returns the driver's connection, for code that reaches it through
-// sql.Conn.Raw.
-func (c *budgetConn) Unwrap() driver.Conn { return c.inner }
-
 // Close closes the driver's connection and gives its connection of the
 // budget back, once, whatever the driver returns (database/sql drops a
 // connection whose Close failed), after closeSettle: see releaseSettled.
@@ -115,11 +105,6 @@ func (c *budgetConn) Close() error {
 	}
 	return err
 }
-
-func (c *budgetConn) Prepare(query string) (driver.Stmt, error) { return c.inner.Prepare(query) }
-
-//lint:ignore SA1019 driver.Conn requires Begin; database/sql calls BeginTx.
-func (c *budgetConn) Begin() (driver.Tx, error) { return c.inner.Begin() }
 
 // IsValid is called by database/sql when a connection is put back in its
 // pool. While a connection of the budget is awaited, it reports the
@@ -143,101 +128,4 @@ func (c *budgetConn) ResetSession(ctx context.Context) error {
 		return r.ResetSession(ctx)
 	}
 	return nil
-}
-
-func (c *budgetConn) Ping(ctx context.Context) error {
-	if p, ok := c.inner.(driver.Pinger); ok {
-		return p.Ping(ctx)
-	}
-	return nil
-}
-
-func (c *budgetConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if e, ok := c.inner.(driver.ExecerContext); ok {
-		return e.ExecContext(ctx, query, args)
-	}
-	//lint:ignore SA1019 database/sql uses a driver's Execer when it lacks ExecerContext.
-	e, ok := c.inner.(driver.Execer)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	dargs, err := namedValueToValue(args)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return e.Exec(query, dargs)
-}
-
-func (c *budgetConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if q, ok := c.inner.(driver.QueryerContext); ok {
-		return q.QueryContext(ctx, query, args)
-	}
-	//lint:ignore SA1019 database/sql uses a driver's Queryer when it lacks QueryerContext.
-	q, ok := c.inner.(driver.Queryer)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	dargs, err := namedValueToValue(args)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return q.Query(query, dargs)
-}
-
-func (c *budgetConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	if p, ok := c.inner.(driver.ConnPrepareContext); ok {
-		return p.PrepareContext(ctx, query)
-	}
-	si, err := c.inner.Prepare(query)
-	if err == nil && ctx.Err() != nil {
-		si.Close()
-		return nil, ctx.Err()
-	}
-	return si, err
-}
-
-func (c *budgetConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	if b, ok := c.inner.(driver.ConnBeginTx); ok {
-		return b.BeginTx(ctx, opts)
-	}
-	// database/sql's messages, for a driver without BeginTx.
-	if opts.Isolation != driver.IsolationLevel(0) {
-		return nil, errors.New("sql: driver does not support non-default isolation level")
-	}
-	if opts.ReadOnly {
-		return nil, errors.New("sql: driver does not support read-only transactions")
-	}
-	//lint:ignore SA1019 the fallback of database/sql for a driver without BeginTx.
-	tx, err := c.inner.Begin()
-	if err == nil && ctx.Err() != nil {
-		tx.Rollback()
-		return nil, ctx.Err()
-	}
-	return tx, err
-}
-
-func (c *budgetConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if n, ok := c.inner.(driver.NamedValueChecker); ok {
-		return n.CheckNamedValue(nv)
-	}
-	return driver.ErrSkip
-}
-
-// namedValueToValue is database/sql's conversion for a driver without the
-// context interfaces, which takes no named parameters.
-func namedValueToValue(named []driver.NamedValue) ([]driver.Value, error) {
-	dargs := make([]driver.Value, len(named))
-	for n, param := range named {
-		if len(param.Name) > 0 {
-			return nil, errors.New("sql: driver does not support the use of Named Parameters")
-		}
-		dargs[n] = param.Value
-	}
-	return dargs, nil
 }

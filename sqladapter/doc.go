@@ -62,6 +62,57 @@
 // A tenant that needs more (or less) gets its own figures from
 // [Options.Pool]: a large tenant 50 connections, a trial tenant 2.
 //
+// # Spreading queries over replicas: the connection pick
+//
+// database/sql hands a query the idle connection returned last. Behind a
+// TCP load balancer or DNS round robin over read replicas, the few
+// connections a steady load needs then serve nearly every query, and they
+// sit on whichever replicas they happened to reach: some replicas get far
+// more queries than others, some none (golang/go#68539). Set
+// [PoolSettings.Pick] to [LeastRecentlyUsed] to hand out the idle
+// connection returned longest ago instead, so that every idle connection
+// of the tenant's pool, and so every replica they reach, serves in turn.
+// Choose it behind a load balancer or DNS round robin over replicas, or
+// whenever the work should spread over every open connection.
+//
+// Its limit: it spreads over the connections the pool keeps, not over the
+// replicas. Keep enough idle connections (MaxIdleConns at least a few per
+// replica, and MaxOpenConns to match: the default of 2 idle connections
+// reach at most two replicas), and let ConnMaxLifetime move connections
+// between replicas when the balancer's set changes.
+//
+// Under LeastRecentlyUsed the pool keeps its idle connections itself, in a
+// FIFO queue in the connector that sqladapter wraps around the driver's
+// (database/sql's own pool keeps none), and everything database/sql does
+// for its idle connections stays true: MaxIdleConns bounds the queue,
+// ConnMaxIdleTime and ConnMaxLifetime close idle connections (a timer, as
+// database/sql's cleaner), each connection's lifetime is drawn once, when
+// it opens, in (0.9, 1] x ConnMaxLifetime, so that connections opened
+// together in a burst do not close together; a connection's session is
+// reset (driver.SessionResetter) each time it is reused and a connection
+// whose reset fails with driver.ErrBadConn is closed; one that
+// driver.Validator rejects when it is put back is closed; a query that
+// gets driver.ErrBadConn is retried on idle connections twice, then on a
+// new one; Close of the pool closes every idle connection; MaxOpenConns
+// bounds the connections open, in use and idle. When every connection is
+// in use and queries wait, database/sql hands a connection put back
+// straight to a waiting query, as it always does. With
+// [Options.MaxTotalConns], an idle connection of the queue holds its place
+// in the budget, and the budget's reclaim closes the idle connections of
+// these queues too (the least recently used tenant first). The pool's
+// connections are wrapped (sql.Conn.Raw gets a wrapper whose Unwrap()
+// driver.Conn method returns the driver's own); do not call the pool's
+// SetMaxIdleConns, SetConnMaxLifetime or SetConnMaxIdleTime, which would
+// give database/sql idle connections of its own.
+//
+// Which [sql.DBStats] fields change meaning: the pool's own db.Stats()
+// reports Idle 0, OpenConnections without the idle connections of the
+// queue, every connection put back in MaxIdleClosed, and MaxIdleTimeClosed
+// and MaxLifetimeClosed 0. [PoolStats] corrects all five: OpenConnections
+// and Idle count the queue, and the three counters count the connections
+// the queue closed for each limit. The other fields (InUse, WaitCount,
+// WaitDuration, MaxOpenConnections) keep their meaning.
+//
 // # Leases
 //
 // The value from [rescache.Cache.Get] is closed when its tenant is evicted,

@@ -140,6 +140,17 @@ type PoolSettings struct {
 	ConnMaxLifetime time.Duration
 	// ConnMaxIdleTime closes a connection idle for this long.
 	ConnMaxIdleTime time.Duration
+	// Pick says which idle connection a query gets: [MostRecentlyUsed],
+	// database/sql's own pool, or [LeastRecentlyUsed], which uses every
+	// idle connection in turn (for replicas behind a TCP load balancer).
+	// Under LeastRecentlyUsed the limits above keep their meaning, each
+	// connection's lifetime is drawn once in (0.9, 1] x ConnMaxLifetime,
+	// and some fields of the pool's own sql.DBStats change meaning
+	// ([PoolStats] corrects them): see the package documentation. Another
+	// value fails the build.
+	//
+	// default: MostRecentlyUsed.
+	Pick Pick
 }
 
 // Figures of [DefaultPoolSettings]; the package documentation says why.
@@ -247,7 +258,7 @@ type adapter[K comparable] struct {
 	budget      *budget // nil without Options.MaxTotalConns or Options.Budget
 
 	// drv is the driver named by Options.Driver, found by the first build
-	// that opens a pool under a budget.
+	// that opens a pool under a budget or LeastRecentlyUsed.
 	drv atomic.Pointer[driver.Driver]
 }
 
@@ -344,6 +355,9 @@ func (a *adapter[K]) buildSteps(ctx context.Context, key K, st *buildStep) (*sql
 	if a.pool != nil {
 		settings = a.pool(key).withDefaults()
 	}
+	if settings.Pick != MostRecentlyUsed && settings.Pick != LeastRecentlyUsed {
+		return nil, a.errorf(key, "pool", "", fmt.Errorf("unknown PoolSettings.Pick %v", settings.Pick))
+	}
 	db, err := a.open(ctx, key, settings, st)
 	if err != nil {
 		return nil, err
@@ -422,7 +436,8 @@ func redactValue(r any, dsn string) any {
 // open returns the tenant's new, unconnected pool with settings applied,
 // and records in st the step it runs, the DSN it opened the pool with and
 // the pool. Under a budget the pool's connector is wrapped so that its
-// connections are counted.
+// connections are counted; under LeastRecentlyUsed, so that it keeps the
+// idle connections.
 func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings, st *buildStep) (*sql.DB, error) {
 	if a.connector != nil {
 		st.op = "connector"
@@ -445,7 +460,7 @@ func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings, st 
 		return nil, a.errorf(key, "dsn", "", errors.New("Options.DSN returned an empty data source name"))
 	}
 	st.op, st.dsn = "open", dsn
-	if a.budget == nil {
+	if a.budget == nil && settings.Pick == MostRecentlyUsed {
 		db, err := sql.Open(a.driver, dsn)
 		if err != nil {
 			return nil, a.errorf(key, "open", dsn, err)
@@ -467,6 +482,10 @@ func (a *adapter[K]) open(ctx context.Context, key K, settings PoolSettings, st 
 func (a *adapter[K]) openDB(c driver.Connector, settings PoolSettings) *sql.DB {
 	if a.budget != nil {
 		return a.budget.open(c, settings).db
+	}
+	if settings.Pick == LeastRecentlyUsed {
+		db, _ := openPicked(c, settings)
+		return db
 	}
 	db := sql.OpenDB(c)
 	settings.apply(db)

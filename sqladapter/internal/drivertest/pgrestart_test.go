@@ -26,12 +26,26 @@ import (
 type pgInstance struct {
 	dir, data, port string
 	asUser          string // run the server binaries as this user ("" = as the test); PostgreSQL refuses root
+	maxConns        int    // the server's max_connections
 }
 
 // newPGInstance initialises a server in a fresh directory and starts it;
 // t.Cleanup stops it and removes the directory. It fails t when initdb or
 // pg_ctl cannot be found or run.
 func newPGInstance(t *testing.T) *pgInstance {
+	t.Helper()
+	p := preparePGInstance(t)
+	if err := p.initdb(); err != nil {
+		t.Fatal(err)
+	}
+	p.start(t)
+	return p
+}
+
+// preparePGInstance makes the directory of a server and picks its port;
+// t.Cleanup stops the server and removes the directory. The caller runs
+// initdb and start.
+func preparePGInstance(t *testing.T) *pgInstance {
 	t.Helper()
 	for _, bin := range []string{"initdb", "pg_ctl"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -42,7 +56,7 @@ func newPGInstance(t *testing.T) *pgInstance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pgInstance{dir: dir, data: filepath.Join(dir, "data")}
+	p := &pgInstance{dir: dir, data: filepath.Join(dir, "data"), maxConns: 50}
 	t.Cleanup(func() {
 		p.pgctl("stop", "-m", "immediate") // it may be stopped already
 		os.RemoveAll(dir)
@@ -65,11 +79,15 @@ func newPGInstance(t *testing.T) *pgInstance {
 	}
 	p.port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
-	if out, err := p.command("initdb", "-D", p.data, "-U", "postgres", "-A", "trust", "--no-sync").CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	p.start(t)
 	return p
+}
+
+// initdb initialises the server's data directory.
+func (p *pgInstance) initdb() error {
+	if out, err := p.command("initdb", "-D", p.data, "-U", "postgres", "-A", "trust", "--no-sync").CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	return nil
 }
 
 func (p *pgInstance) command(name string, args ...string) *exec.Cmd {
@@ -85,7 +103,7 @@ func (p *pgInstance) pgctl(args ...string) ([]byte, error) {
 
 func (p *pgInstance) start(t *testing.T) {
 	t.Helper()
-	opts := "-p " + p.port + " -k " + p.dir + " -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+	opts := "-p " + p.port + " -k " + p.dir + " -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=" + strconv.Itoa(p.maxConns)
 	if out, err := p.pgctl("start", "-l", filepath.Join(p.dir, "log"), "-o", opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(p.dir, "log"))
 		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
