@@ -25,6 +25,17 @@ type Options[K comparable] struct {
 	// cached *redis.Options. An error, or nil options, fails the build with
 	// a [*BuildError].
 	//
+	// Every field is passed to go-redis as it is. PoolFIFO says which idle
+	// connection of the tenant's pool a command gets: false (go-redis's
+	// default, the zero value) the one returned last, like database/sql
+	// and sqladapter.MostRecentlyUsed; true the one returned longest ago,
+	// so that every idle connection serves in turn, like
+	// sqladapter.LeastRecentlyUsed (redis/go-redis#1820). Choose true
+	// behind a TCP load balancer or DNS round robin over replicas, or
+	// whenever the commands should spread over every open connection; it
+	// spreads over the connections the pool keeps, so keep enough of them
+	// (MinIdleConns and MaxIdleConns at least a few per replica).
+	//
 	// Required.
 	Client func(ctx context.Context, key K) (*redis.Options, error)
 

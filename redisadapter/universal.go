@@ -25,6 +25,8 @@ type UniversalOptions[K comparable] struct {
 	// The build calls it once per build of key, with the build's context.
 	// The result is copied (Addrs included) before use and never modified.
 	// An error, or nil options, fails the build with a [*BuildError].
+	// PoolFIFO is passed through as [Options.Client] says (for a cluster,
+	// to the pool of every node).
 	//
 	// Required.
 	Client func(ctx context.Context, key K) (*redis.UniversalOptions, error)
