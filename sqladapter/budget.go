@@ -147,7 +147,7 @@ func (b *budget) reclaim() int {
 			// LeastRecentlyUsed: the idle connections are in its queue.
 			if n := p.pick.closeIdle(); n > 0 {
 				b.reclaimed.Add(n)
-				return true
+				return int(n)
 			}
 			continue
 		}
