@@ -16,7 +16,7 @@ import (
 // test when a connection serves two calls at once, and can make a
 // connection bad. Its connections answer "SELECT id" with their number.
 type pickDriver struct {
-	t *testing.T
+	t testing.TB // nil in benchmarks: a shared connection then panics
 
 	mu    sync.Mutex // protects conns
 	conns []*pickTestConn
@@ -26,7 +26,7 @@ type pickDriver struct {
 	connects atomic.Int64
 }
 
-func newPickDriver(t *testing.T) *pickDriver { return &pickDriver{t: t} }
+func newPickDriver(t testing.TB) *pickDriver { return &pickDriver{t: t} }
 
 // Connect implements driver.Connector.
 func (d *pickDriver) Connect(ctx context.Context) (driver.Conn, error) {
@@ -78,12 +78,18 @@ type pickTestConn struct {
 // enter marks the connection busy for one call; it fails the test if
 // another call runs on it, or if it is closed.
 func (c *pickTestConn) enter(what string) func() {
+	fail := func(format string, args ...any) {
+		if c.d.t == nil {
+			panic(fmt.Sprintf(format, args...))
+		}
+		c.d.t.Errorf(format, args...)
+	}
 	if !c.busy.CompareAndSwap(false, true) {
-		c.d.t.Errorf("connection %d: %s while another call runs on it", c.id, what)
+		fail("connection %d: %s while another call runs on it", c.id, what)
 		return func() {}
 	}
 	if c.closed.Load() {
-		c.d.t.Errorf("connection %d: %s after Close", c.id, what)
+		fail("connection %d: %s after Close", c.id, what)
 	}
 	return func() { c.busy.Store(false) }
 }
