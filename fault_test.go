@@ -66,6 +66,7 @@ type faultValue struct {
 	id     uint64
 	leases atomic.Int32
 	closes atomic.Int32
+	nested bool // built by a nested build; read-only
 }
 
 // The kinds of fault the suite injects, counted for the log.
@@ -89,6 +90,10 @@ const (
 	faultHealthError
 	faultHealthPanic
 	faultEvictPanic
+	faultBuildGoexit
+	faultNestedRefresh // a nested Refresh of another key
+	faultNestedCycle   // a nested Get, Lease or Refresh of the build's own key
+	faultChurn         // schedules of many keys through a small MaxEntries with slow closes
 	numFaultKinds
 )
 
@@ -97,6 +102,7 @@ var faultNames = [numFaultKinds]string{
 	"close errors", "close panics", "slow closes",
 	"caller cancellations", "callers that gave up", "invalidations", "refreshes", "racing Close/Shutdown",
 	"health check errors", "health check panics", "OnEvict panics",
+	"build Goexits", "nested refreshes", "nested calls of their own chain", "churn schedules",
 }
 
 type faultTally struct {
@@ -113,7 +119,7 @@ func (ft *faultTally) String() string {
 		if k != faultCallerGaveUp {
 			total += n
 		}
-		fmt.Fprintf(&b, "\n  %-30s %d", faultNames[k]+":", n)
+		fmt.Fprintf(&b, "\n  %-34s %d", faultNames[k]+":", n)
 	}
 	return fmt.Sprintf("%d schedules (%d in synctest bubbles), %d operations, %d health checks, %d faults injected:%s",
 		ft.schedules.Load(), ft.bubbles.Load(), ft.ops.Load(), ft.healthChecks.Load(), total, b.String())
@@ -137,6 +143,8 @@ type faultSchedule struct {
 	shutdownRacer                             bool // the racer calls Shutdown rather than Close
 	health                                    bool
 	healthFail, evictPanic                    int
+	goexit                                    int // builds that call runtime.Goexit
+	churn                                     bool
 }
 
 func newFaultSchedule(seed uint64) *faultSchedule {
@@ -211,14 +219,27 @@ func newFaultSchedule(seed uint64) *faultSchedule {
 	// Drawn last, so that the draws above mean what they meant before
 	// there was a choice of policy.
 	s.opts.Policy = Policy(rng.IntN(2))
+	// Drawn after the policy, for the same reason. A Goexit in a build
+	// that runs on its caller's goroutine would end that worker: only
+	// where every build has a goroutine of its own.
+	if s.opts.BuildTimeout > 0 || !s.background {
+		s.goexit = rng.IntN(60)
+	}
+	if rng.IntN(4) == 0 {
+		// Churn: new keys through a small MaxEntries, Closes slow.
+		s.churn = true
+		s.keys = 40 + rng.IntN(160)
+		s.opts.MaxEntries = 1 + rng.IntN(4)
+		s.closeSlow = 300 + rng.IntN(500)
+	}
 	return s
 }
 
 func (s *faultSchedule) String() string {
 	o := &s.opts
-	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v RefreshAfter=%v LifetimeJitter=%v Policy=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d; background=%v closeAfter=%d shutdownRacer=%v",
+	return fmt.Sprintf("seed=%d bubble=%v keys=%d workers=%d ops=%d MaxEntries=%d IdleTimeout=%v MaxLifetime=%v ErrorTTL=%v MaxErrorEntries=%d BuildTimeout=%v MaxConcurrentBuilds=%d HealthCheckInterval=%v RefreshAfter=%v LifetimeJitter=%v Policy=%v; per mille: fail=%d panic=%d block=%d overrun=%d slow=%d nested=%d closeErr=%d closePanic=%d closeSlow=%d cancel=%d healthFail=%d evictPanic=%d goexit=%d; background=%v closeAfter=%d shutdownRacer=%v churn=%v",
 		s.seed, s.bubble, s.keys, s.workers, s.ops, o.MaxEntries, o.IdleTimeout, o.MaxLifetime, o.ErrorTTL, o.MaxErrorEntries, o.BuildTimeout, o.MaxConcurrentBuilds, o.HealthCheckInterval, o.RefreshAfter, o.LifetimeJitter, o.Policy,
-		s.fail, s.panic, s.block, s.overrun, s.slow, s.nested, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.background, s.closeAfter, s.shutdownRacer)
+		s.fail, s.panic, s.block, s.overrun, s.slow, s.nested, s.closeErr, s.closePanic, s.closeSlow, s.cancel, s.healthFail, s.evictPanic, s.goexit, s.background, s.closeAfter, s.shutdownRacer, s.churn)
 }
 
 func envInt(t testing.TB, name string, def uint64) uint64 {
@@ -289,7 +310,9 @@ type faultRun struct {
 
 	builds                    atomic.Uint64 // calls of build, numbering them
 	succeeded, failed, panics atomic.Uint64 // as counted by build itself
+	goexits                   atomic.Uint64
 	inBuild                   atomic.Int64
+	inHealth                  atomic.Int64  // health checks running
 	closeFails                atomic.Uint64 // Closer calls that returned an error or panicked
 	healthChecks              atomic.Uint64
 	evictions                 atomic.Uint64 // OnEvict calls
@@ -313,6 +336,9 @@ func newFaultRun(t *testing.T, s *faultSchedule, tally *faultTally) *faultRun {
 	}
 	r.c = c
 	tally.schedules.Add(1)
+	if s.churn {
+		tally.faults[faultChurn].Add(1)
+	}
 	if s.bubble {
 		tally.bubbles.Add(1)
 	}
@@ -372,6 +398,10 @@ func (r *faultRun) build(ctx context.Context, key int) (*faultValue, error) {
 	case roll < s.fail+s.panic+s.block+s.overrun+s.slow:
 		r.fault(faultBuildSlow)
 		r.pause(rng, 5)
+	case roll < s.fail+s.panic+s.block+s.overrun+s.slow+s.nested+s.goexit && roll >= s.fail+s.panic+s.block+s.overrun+s.slow+s.nested:
+		r.fault(faultBuildGoexit)
+		r.goexits.Add(1)
+		runtime.Goexit()
 	case roll < s.fail+s.panic+s.block+s.overrun+s.slow+s.nested:
 		// A nested Get with the build's ctx, sometimes with a short
 		// deadline of its own: while it waits the build lends its slot,
@@ -387,18 +417,46 @@ func (r *faultRun) build(ctx context.Context, key int) (*faultValue, error) {
 		// callers (a waits for b, b for a) waits until BuildTimeout,
 		// like any mutual wait; cycles within one chain are
 		// TestBuildWaitingForItselfFails's.
-		if key+1 >= s.keys {
-			break
-		}
-		other := key + 1 + rng.IntN(s.keys-key-1)
 		r.inBuild.Add(-1)
-		r.c.Get(nctx, other) // any answer: the key's own build may have timed out and failed
+		switch k := rng.IntN(4); {
+		case k == 0:
+			// Its own key, through Get, Lease or Refresh: a cycle in
+			// its own chain, refused at once (a refresh's build finds
+			// its key's found entry with Get and Lease, and that is
+			// an answer too).
+			r.fault(faultNestedCycle)
+			var err error
+			switch rng.IntN(3) {
+			case 0:
+				_, err = r.c.Get(nctx, key)
+			case 1:
+				var l Lease[int, *faultValue]
+				l, err = r.c.Lease(nctx, key)
+				l.Release()
+			default:
+				err = r.c.Refresh(nctx, key)
+			}
+			if err != nil && !errors.Is(err, ErrBuildCycle) {
+				r.checkNestedErr(nctx, key, err)
+			}
+		case key+1 >= s.keys:
+		case k == 1:
+			r.fault(faultNestedRefresh)
+			if err := r.c.Refresh(nctx, key+1+rng.IntN(s.keys-key-1)); err != nil {
+				r.checkNestedErr(nctx, key, err)
+			}
+		default:
+			r.c.Get(nctx, key+1+rng.IntN(s.keys-key-1)) // any answer: the key's own build may have timed out and failed
+		}
 		in := r.inBuild.Add(1)
 		if limit := s.opts.MaxConcurrentBuilds; limit > 0 && in > int64(limit) && !r.c.closed.Load() {
 			r.t.Errorf("%d builds in flight after a nested Get; MaxConcurrentBuilds is %d", in, limit)
 		}
 	}
 	v := &faultValue{key: key, id: n}
+	if run := runOf[int, *faultValue](ctx); run != nil && run.parent != nil {
+		v.nested = true
+	}
 	r.mu.Lock()
 	r.values = append(r.values, v)
 	r.mu.Unlock()
@@ -433,6 +491,8 @@ func (r *faultRun) close(key int, v *faultValue) error {
 }
 
 func (r *faultRun) healthCheck(ctx context.Context, key int, v *faultValue) error {
+	r.inHealth.Add(1)
+	defer r.inHealth.Add(-1)
 	n := r.healthChecks.Add(1)
 	r.tally.healthChecks.Add(1)
 	if v.closes.Load() != 0 {
@@ -748,7 +808,7 @@ func (r *faultRun) checkCallErr(ctx context.Context, name string, key int, err e
 	switch {
 	case ctx.Err() != nil && err == ctx.Err():
 		r.fault(faultCallerGaveUp)
-	case errors.Is(err, errBuildFault), errors.Is(err, ErrClosed):
+	case errors.Is(err, errBuildFault), errors.Is(err, ErrClosed), r.s.goexit > 0 && errors.Is(err, ErrBuildGoexit):
 	case errors.As(err, &pe):
 		if pe.Value != buildPanicValue || pe.Key != key || len(pe.Stack) == 0 {
 			r.t.Errorf("%s(%d): PanicError{Key: %v, Value: %v, %d bytes of stack}", name, key, pe.Key, pe.Value, len(pe.Stack))
@@ -776,6 +836,48 @@ func (r *faultRun) checkGauges() {
 		if n := r.c.Len(); n > limit {
 			r.t.Errorf("Len() = %d; MaxEntries is %d", n, limit)
 		}
+		// MaxEntries bounds the values open (see room): beyond it, one
+		// unit per build or close in progress, plus the values that a
+		// lease, a health check or a nested build keeps past the bound.
+		// Builds in flight are a margin for the snapshot's skew.
+		inBuild, inHealth := r.inBuild.Load(), r.inHealth.Load()
+		live, leased, nested := r.openValues()
+		bound := limit + max(r.s.opts.MaxConcurrentBuilds, closeBacklog) + leased + nested + int(inHealth) + int(max(inBuild, 0))
+		if live > bound {
+			r.t.Errorf("%d values open (%d leased, %d built by nested builds); MaxEntries %d allows %d", live, leased, nested, limit, bound)
+		}
+	}
+}
+
+// openValues counts the values not yet closed, those of them leased, and
+// those built by nested builds.
+func (r *faultRun) openValues() (live, leased, nested int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range r.values {
+		if v.closes.Load() == 0 {
+			live++
+			if v.leases.Load() > 0 {
+				leased++
+			}
+			if v.nested {
+				nested++
+			}
+		}
+	}
+	return live, leased, nested
+}
+
+// checkNestedErr checks the error of a nested call: a build's error (its
+// own, or that of the build it waited for), ErrClosed, a timeout, the
+// cycle, or ctx's error.
+func (r *faultRun) checkNestedErr(ctx context.Context, key int, err error) {
+	var pe *PanicError
+	switch {
+	case errors.Is(err, ErrBuildCycle), errors.Is(err, ErrBuildGoexit), ctx.Err() != nil:
+	case errors.As(err, &pe) && pe.Value == buildPanicValue: // the other key's build
+	default:
+		r.checkCallErr(ctx, "nested call", key, err)
 	}
 }
 
@@ -841,6 +943,7 @@ func (r *faultRun) checkFinal() {
 	t, c := r.t, r.c
 	s := c.Stats()
 	succeeded, failed, panics := r.succeeded.Load(), r.failed.Load(), r.panics.Load()
+	failed += r.goexits.Load() // a Goexit is a build error
 	if s.Pending != 0 {
 		t.Errorf("after Shutdown: Stats.Pending = %d; want 0", s.Pending)
 	}
