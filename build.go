@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// ErrBuildCycle is returned, at once, to a build that calls Get or Acquire
-// for a key whose build is pending in its own chain of nested builds (most
-// simply, its own key): waiting would wait for itself. Match it with
+// ErrBuildCycle is returned, at once, to a build that calls Get, Lease,
+// Acquire or Refresh for a key whose build (a first build or a refresh) is
+// running in its own chain of nested builds (most simply, its own key):
+// waiting would wait for itself. Match it with
 // errors.Is. A cycle through builds that separate callers started (the
 // build of a waits for b while the build of b, started elsewhere, waits
 // for a) is not detected: like any mutual wait it lasts until BuildTimeout.
@@ -21,6 +22,11 @@ var ErrBuildCycle = errors.New("rescache: build waits for itself")
 // ErrBuildGoexit is the error the waiters of a build receive when the build
 // function called runtime.Goexit (for example through t.FailNow in a test).
 // Like a panic, it is never remembered by ErrorTTL. Match it with errors.Is.
+//
+// A build that runs on its caller's goroutine (the caller's ctx has no Done
+// channel and there is no BuildTimeout) takes that caller with it, as
+// Goexit does: that caller's call never returns. Every other waiter gets
+// ErrBuildGoexit.
 var ErrBuildGoexit = errors.New("rescache: build called runtime.Goexit")
 
 // PanicError is the error a build's panic becomes. Every caller waiting for
@@ -59,7 +65,18 @@ func (p *PanicError) Unwrap() error {
 // it waits for a pending build, starts one, answers a remembered error, or
 // drops an expired entry and builds again. With lease, the returned entry
 // holds a lease for the caller.
+//
+// A call counts once in Stats, however often it looks again: as a miss
+// from its first wait for a build (it stays one if it then finds a value
+// or a remembered error), otherwise as a hit or an error hit.
 func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V], error) {
+	missed := false
+	miss := func() {
+		if !missed {
+			missed = true
+			c.ctr.misses.Add(1)
+		}
+	}
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
@@ -73,7 +90,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			e, ok = c.m.LoadOrStore(key, ne)
 			if !ok {
 				c.ctr.pending.Add(1)
-				c.ctr.misses.Add(1)
+				miss()
 				cl := ne.pending.Load()
 				c.startBuild(ctx, ne)
 				if got, err, retry := c.wait(ctx, ne, cl, lease); !retry {
@@ -90,7 +107,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			continue
 		case w&failedBit != 0:
 			if c.errorTTL > 0 && c.advance() < e.stamp {
-				c.ctr.errorHits.Add(1)
+				if !missed {
+					c.ctr.errorHits.Add(1)
+				}
 				return nil, e.pending.Load().err
 			}
 			c.forget(e)
@@ -109,20 +128,22 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			if c.refreshAfter > 0 {
 				c.maybeRefresh(e, c.clock())
 			}
-			c.hot.add(1, 0, 0)
+			if !missed {
+				c.hot.add(1, 0, 0)
+			}
 			return e, nil
 		default: // pending
 			cl := e.pending.Load()
 			if cl == nil {
 				continue // finished meanwhile
 			}
-			if r := runOf[K, V](ctx); r != nil && r.waitsFor(e) {
+			if r := runOf[K, V](ctx); r != nil && r.waitsOn(cl) {
 				return nil, fmt.Errorf("%w: %s", ErrBuildCycle, c.keyString(key))
 			}
 			if lease && !e.tryLease() {
 				continue // removed or failed meanwhile
 			}
-			c.ctr.misses.Add(1)
+			miss()
 			if c.lfu != nil {
 				c.lfu.reads.record(e.hash) // a request for the key, as a hit is
 			}
@@ -180,7 +201,7 @@ func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], cl *call, lease 
 // run that is done, which lends nothing.
 type buildRun[K comparable, V any] struct {
 	c      *Cache[K, V]
-	e      *entry[K, V]
+	cl     *call           // the call of the build this run is; read-only
 	parent *buildRun[K, V] // the run whose context started this one, if any
 
 	mu sync.Mutex // protects the fields below
@@ -203,13 +224,16 @@ func runOf[K comparable, V any](ctx context.Context) *buildRun[K, V] {
 	return r
 }
 
-// waitsFor reports whether e is the entry of a running build in r's chain.
-func (r *buildRun[K, V]) waitsFor(e *entry[K, V]) bool {
+// waitsOn reports whether cl is the call of a running build in r's chain:
+// a wait for it from r's context would wait for itself. The chain runs
+// through nested Get, Lease, Acquire and Refresh calls alike, and a
+// refresh's build is a run like any other.
+func (r *buildRun[K, V]) waitsOn(cl *call) bool {
 	for ; r != nil; r = r.parent {
 		r.mu.Lock()
 		done := r.done
 		r.mu.Unlock()
-		if !done && r.e == e {
+		if !done && r.cl == cl {
 			return true
 		}
 	}
@@ -231,8 +255,11 @@ func (r *buildRun[K, V]) lend() {
 }
 
 // reclaim ends a wait that lend started: the last one takes a slot back
-// before the build goes on. It waits for a slot however long it takes
-// (slots are held only by builds that run), or until Close.
+// before the build goes on. It waits for a slot however long it takes,
+// Close or not: slots are held only by build functions that run, and a
+// build function that went on without one would break MaxConcurrentBuilds
+// (after Close too, while cancelled builds wind down). A wait here never
+// waits for itself: a run that waits for another build has lent its slot.
 func (r *buildRun[K, V]) reclaim() {
 	r.mu.Lock()
 	r.lent--
@@ -242,11 +269,10 @@ func (r *buildRun[K, V]) reclaim() {
 	}
 	r.reclaiming = true
 	r.mu.Unlock()
-	got := r.c.acquireSlot(r.c.ctx)
+	r.c.acquireSlot(context.Background())
 	r.mu.Lock()
 	r.reclaiming = false
 	switch {
-	case !got:
 	case r.lent > 0 || r.done:
 		// Lent again, or finished, while this wait took its slot back.
 		r.mu.Unlock()
@@ -339,7 +365,8 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 	var zero V
 	returned := false
 	defer func() {
-		if !returned { // runtime.Goexit in build
+		if !returned { // runtime.Goexit in build: a build error
+			c.ctr.buildErrors.Add(1)
 			c.finish(e, zero, fmt.Errorf("%w (key %s)", ErrBuildGoexit, c.keyString(e.key)), false)
 		}
 	}()
@@ -351,13 +378,34 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 
 	// The slot is taken before BuildTimeout starts: a build that waited
 	// for a slot and never ran is not a build error. Only Close ends the
-	// wait for a slot; callers whose context ends leave meanwhile.
+	// wait for a slot, or for room (MaxEntries' close backlog, see room);
+	// callers whose context ends leave meanwhile.
+	//
+	// A build takes its unit of room (MaxEntries' bound on values open,
+	// see room) before its slot and keeps it until finish, which hands it
+	// to the cached entry or gives it back. A nested build takes one
+	// without waiting: its chain's first build holds one already, and a
+	// nested build that waited for room held by its own chain could wait
+	// for ever.
+	if runOf[K, V](callerCtx) != nil {
+		c.room.take()
+	} else if !c.room.reserve(ctx) {
+		returned = true
+		c.finish(e, zero, context.Cause(ctx), false)
+		return
+	}
+	unit := true // this run owns a unit of room; finish with a value takes it over
+	defer func() {
+		if unit {
+			c.room.free()
+		}
+	}()
 	if !c.acquireSlot(ctx) {
 		returned = true
 		c.finish(e, zero, context.Cause(ctx), false)
 		return
 	}
-	r := &buildRun[K, V]{c: c, e: e, parent: runOf[K, V](callerCtx), slot: c.slots != nil}
+	r := &buildRun[K, V]{c: c, cl: e.pending.Load(), parent: runOf[K, V](callerCtx), slot: c.slots != nil}
 	defer r.finishRun()
 
 	if c.opts.BuildTimeout > 0 {
@@ -379,11 +427,9 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 
 	c.debug("build started", e.key)
 	c.ctr.builds.Add(1)
-	c.ctr.building.Add(1)
 	start := time.Now()
 	v, err, panicked := c.callBuild(context.WithValue(ctx, runKey[K, V]{}, r), e.key)
 	took := time.Since(start)
-	c.ctr.building.Add(-1)
 	c.ctr.buildNanos.Add(int64(took))
 	returned = true
 	if err != nil {
@@ -404,13 +450,19 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 		c.log.LogAttrs(context.Background(), slog.LevelDebug, "rescache: build finished",
 			slog.String("key", c.keyString(e.key)), slog.Duration("duration", took), slog.Any("error", err))
 	}
+	unit = err != nil // with a value, finish owns the unit of room
 	c.finish(e, v, err, err == nil)
 }
 
 // callBuild calls the build function, turning a panic into a *PanicError.
 // A runtime.Goexit in build is not recovered: it unwinds through runBuild,
 // whose deferred functions answer the waiters.
+//
+// Stats.Building counts the call while it runs, however it ends (a return,
+// a panic or a Goexit), including while it waits for a nested build.
 func (c *Cache[K, V]) callBuild(ctx context.Context, key K) (v V, err error, panicked bool) {
+	c.ctr.building.Add(1)
+	defer c.ctr.building.Add(-1)
 	defer func() {
 		if r := recover(); r != nil {
 			pe := &PanicError{Key: key, Value: r, Stack: debug.Stack(), keyString: c.keyString(key)}
@@ -425,7 +477,10 @@ func (c *Cache[K, V]) callBuild(ctx context.Context, key K) (v V, err error, pan
 
 // finish publishes the outcome of e's build, once: the first call wins, and
 // a later call that carries a value closes it. ok says whether v is a value
-// build returned (and so must be closed exactly once).
+// build returned (and so must be closed exactly once); such a call owns a
+// unit of room (see room), which the entry keeps if it is cached and which
+// is given back here otherwise, after the value's close (or at once, if a
+// lease keeps the value open).
 func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	if ok {
 		c.inflight.Add(1) // the value is live until closeValue
@@ -436,6 +491,7 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		if ok {
 			// Too late: the waiters were answered already.
 			c.closeValue(e.key, v, true)
+			c.room.free()
 		}
 		return
 	}
@@ -444,7 +500,10 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	now := c.advance()
 	if ok && c.closed.Load() {
 		// Built after Close: never cached; the waiters get ErrClosed.
-		defer c.closeValue(e.key, v, true) // after the unlock
+		defer func() { // after the unlock
+			c.closeValue(e.key, v, true)
+			c.room.free()
+		}()
 		ok, err = false, ErrClosed
 	}
 	old, _ := cl.replaces.(*entry[K, V]) // a refresh build's found entry
@@ -472,6 +531,7 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	var victims []removal[K, V]
 	var replaced removal[K, V]
 	closeNow := false
+	cached := false // e keeps the unit of room
 	switch {
 	case old != nil:
 		// A refresh: swap the new entry in for the old one, if the old
@@ -481,7 +541,7 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		// it before), so no caller ever waits for it.
 		e.word.Or(valuedBit)
 		if r, ok := c.replaceLocked(old, e); ok {
-			replaced = r
+			replaced, cached = r, true
 		} else {
 			e.word.Or(removedBit)
 			cl.detached = true
@@ -492,6 +552,7 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 		victims = c.makeRoomLocked()
 		c.insertLocked(e)
 		e.word.Or(valuedBit)
+		cached = true
 	default:
 		cl.detached = true
 		closeNow = e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
@@ -501,6 +562,9 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	e.pending.Store(nil)
 	if closeNow {
 		c.closeValue(e.key, v, true)
+	}
+	if !cached {
+		c.room.free()
 	}
 	if replaced.e != nil {
 		// OnEvict(old, EvictReplaced) on the refresh's goroutine; the old

@@ -58,6 +58,7 @@ type Cache[K comparable, V any] struct {
 	tokens tokenPool[K, V] // lease tokens, reused after their release
 
 	slots chan struct{} // one token per build running; nil = unbounded
+	room  room          // the units of MaxEntries' bound on values open (evict.go)
 
 	ctx    context.Context // parent of every build's context; ends at Close
 	cancel context.CancelFunc
@@ -135,6 +136,9 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.Policy == TinyLFU && o.MaxEntries > 0 {
 		c.lfu = newTinyLFU[K, V](o.MaxEntries)
+	}
+	if o.MaxEntries > 0 {
+		c.room.max = o.MaxEntries + max(o.MaxConcurrentBuilds, closeBacklog)
 	}
 	if o.MaxConcurrentBuilds > 0 {
 		c.slots = make(chan struct{}, o.MaxConcurrentBuilds)

@@ -12,12 +12,15 @@ import (
 
 // afterRemove runs on the calling goroutine what follows the removal of a
 // found entry: OnEvict, then the drop of the removal's hold, and the close
-// if nothing else holds the value.
+// if nothing else holds the value; then the entry's unit of room is given
+// back (the value is closed, or kept open by a lease or a health check,
+// whose end closes it).
 func (c *Cache[K, V]) afterRemove(r removal[K, V]) {
 	c.notifyRemoved(r.e, r.reason)
 	if r.e.unhold() {
 		c.closeEntry(r.e)
 	}
+	c.room.free()
 }
 
 // removal is a found entry taken out of the cache under c.mu, with the hold
@@ -227,6 +230,7 @@ func (c *Cache[K, V]) close() error {
 				errs = append(errs, err)
 			}
 		}
+		c.room.free() // as afterRemove does
 	}
 	if c.inflight.Load() == 0 {
 		c.drainOnce.Do(func() { close(c.drained) })
@@ -240,7 +244,8 @@ func (c *Cache[K, V]) close() error {
 // returns the close errors joined (including those of values closed after
 // Close returned), or, if ctx ended first, ctx's error; when leases are
 // still out then, the error (which matches ctx's with errors.Is) says how
-// many, on which keys (at most 10, through KeyString) and, with
+// many leases, on which keys (each named once, at most 10, through
+// KeyString) and, with
 // LeakThreshold, where they were taken.
 func (c *Cache[K, V]) Shutdown(ctx context.Context) error {
 	err := c.Close()

@@ -71,11 +71,11 @@
 //
 // # Nested builds
 //
-// A build may call Get or Acquire of its own cache for another key: it must
-// pass its own ctx. While it waits it lends its build slot
-// ([Options.MaxConcurrentBuilds]) and takes one back before the call
-// returns; a wait for a key pending in its own chain of builds fails at
-// once with [ErrBuildCycle].
+// A build may call Get, Lease, Acquire or Refresh of its own cache for
+// another key: it must pass its own ctx. While it waits it lends its build
+// slot ([Options.MaxConcurrentBuilds]) and takes one back before the call
+// returns; a wait for a build running in its own chain of builds (a
+// refresh's included) fails at once with [ErrBuildCycle].
 //
 // The sub-modules sqladapter and redisadapter build on Cache for
 // database/sql pools and go-redis clients; promcollector exports [Stats] to

@@ -2,6 +2,9 @@ package rescache
 
 import (
 	"container/heap"
+	"context"
+	"slices"
+	"sync"
 )
 
 // Recency is recorded without a lock: a hit stores the clock in the entry's
@@ -258,4 +261,104 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	c.mu.Unlock()
 	c.hooks.notify(out...)
 	return looked
+}
+
+// closeBacklog is how many units of room (see room) a cache has beyond
+// MaxEntries: values being built, or removed and waiting for their OnEvict
+// and Close, at once, when the cache is full. MaxConcurrentBuilds, when
+// larger, takes its place, so that room never limits builds more than the
+// slots do.
+const closeBacklog = 16
+
+// room bounds the values that MaxEntries governs: found entries, values
+// removed and not yet closed, and builds in progress, to MaxEntries +
+// max(MaxConcurrentBuilds, closeBacklog) units. Without it a churn of new
+// keys would queue evicted values on the hook goroutine faster than a slow
+// Close closes them, and the values open would grow without bound.
+//
+// A build takes a unit before it runs (reserve, which waits while every
+// unit is taken; a nested build takes one at once, see runBuild) and keeps
+// it until finish, where the cached entry keeps it. A found entry's unit
+// is given back (free) when its removal is done: after the close, or at
+// once if a lease (or a running health check) keeps the value open; a
+// lease's value is then closed by its last release, on its own key's
+// goroutine. A build that fails, or whose value is not cached, gives its
+// unit back when finish is done with it. So at every instant
+//
+//	values open <= MaxEntries + max(MaxConcurrentBuilds, closeBacklog)
+//	               + removed values kept open by a lease or a health check
+//	               + values of nested builds that took a unit past max, until closed
+//
+// A caller of a found key never touches room; a build waits for it on its
+// own goroutine (or on a caller whose ctx cannot end anyway), and only
+// Close ends that wait; callers whose ctx ends leave meanwhile. Without
+// MaxEntries, room is off (max == 0) and costs nothing.
+//
+// x/sync's semaphore does the same, but the core module requires nothing
+// beyond xsync and golang-lru, and a nested build must take a unit past
+// the limit (take), which a weighted semaphore does not allow.
+type room struct {
+	max int // MaxEntries + max(MaxConcurrentBuilds, closeBacklog); 0 = off. Read-only after New.
+
+	mu      sync.Mutex      // guards n and waiters
+	n       int             // units taken; above max only by take
+	waiters []chan struct{} // reserves waiting, first come first served; a unit is handed over by closing the channel
+}
+
+// reserve takes a unit, waiting until one is free or ctx ends; it reports
+// whether it took one.
+func (r *room) reserve(ctx context.Context) bool {
+	if r.max == 0 {
+		return true
+	}
+	r.mu.Lock()
+	if r.n < r.max && len(r.waiters) == 0 {
+		r.n++
+		r.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	r.waiters = append(r.waiters, ch)
+	r.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+	}
+	r.mu.Lock()
+	for i, w := range r.waiters {
+		if w == ch {
+			r.waiters = slices.Delete(r.waiters, i, i+1)
+			r.mu.Unlock()
+			return false
+		}
+	}
+	r.mu.Unlock()
+	r.free() // handed a unit while ctx ended: give it on
+	return false
+}
+
+// take takes a unit without waiting, past max if need be.
+func (r *room) take() {
+	if r.max == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.n++
+	r.mu.Unlock()
+}
+
+// free gives a unit back and hands free units to the waiters in order.
+func (r *room) free() {
+	if r.max == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.n--
+	for len(r.waiters) > 0 && r.n < r.max {
+		r.n++
+		close(r.waiters[0])
+		r.waiters = r.waiters[1:]
+	}
+	r.mu.Unlock()
 }

@@ -140,11 +140,13 @@ func (c *Cache[K, V]) leasesOut() string {
 	const maxKeys = 10
 	n := 0
 	var keys []string
+	seen := make(map[K]bool)
 	c.mu.Lock()
 	for e := range c.leasedGone {
 		if l := e.word.Load() & leaseMask; l > 0 {
 			n += int(l)
-			if len(keys) < maxKeys {
+			if len(keys) < maxKeys && !seen[e.key] {
+				seen[e.key] = true // a key rotated while leased has several values out
 				keys = append(keys, c.keyString(e.key))
 			}
 		}

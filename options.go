@@ -25,6 +25,20 @@ type Options[K comparable, V any] struct {
 	// within the same tick and after the same build, which one goes first
 	// is unspecified.
 	//
+	// MaxEntries bounds the values open too, not only the entries: at
+	// every instant the values built and not yet closed are at most
+	// MaxEntries + max(MaxConcurrentBuilds, 16), plus the removed values
+	// that a lease (or a running health check) keeps open and the values
+	// of nested builds that took a unit past the bound, however fast new
+	// keys arrive and however long Close takes. A build takes one of those
+	// units before it starts (a nested build takes one at once, past the
+	// bound if need be, since its chain's first build may hold the last),
+	// and its entry keeps it until its value is closed; when all are taken (evicted values wait for a slow
+	// Close on the hook goroutine), new builds wait for them in the order
+	// they came, on their own goroutines, and only Close ends that wait.
+	// Their callers still honour their contexts, and callers of found keys
+	// never wait.
+	//
 	// default: 0, unbounded.
 	MaxEntries int
 
@@ -33,7 +47,8 @@ type Options[K comparable, V any] struct {
 	// estimate of each key's frequency of use and keeps hot keys through
 	// scans of cold ones. With either, a value just built is always
 	// cached, and leases, expiry, refresh, health checks and Invalidate
-	// behave the same. Without MaxEntries it has no effect.
+	// behave the same. Without MaxEntries it has no effect. Any other
+	// value makes [New] return an error.
 	//
 	// default: LRU.
 	Policy Policy
@@ -59,8 +74,10 @@ type Options[K comparable, V any] struct {
 	// its build succeeds (see [Cache.Refresh], which does the same on
 	// demand). At most one refresh per key runs at a time. A failed
 	// automatic refresh keeps the old value and is retried at a use at
-	// least RefreshAfter/8 later, the wait doubling with each consecutive
-	// failure up to RefreshAfter. Idle entries are not refreshed: they
+	// least RefreshAfter/8 after the failure (counted from the end of the
+	// failed refresh: its build's return, or the BuildTimeout that ended
+	// it), the wait doubling with each consecutive failure up to
+	// RefreshAfter. Idle entries are not refreshed: they
 	// expire. New rejects a RefreshAfter not below MaxLifetime when both
 	// are set.
 	//
@@ -68,8 +85,8 @@ type Options[K comparable, V any] struct {
 	RefreshAfter time.Duration
 
 	// LifetimeJitter shortens each entry's MaxLifetime and RefreshAfter by
-	// a random amount in [0, LifetimeJitter), drawn once when the entry is
-	// built, so that entries built together do not expire or refresh
+	// the same random amount in [0, LifetimeJitter), one draw when the
+	// entry is built, so that entries built together do not expire or refresh
 	// together (a reconnection storm). New rejects a LifetimeJitter that
 	// is not below the shorter of MaxLifetime and RefreshAfter, or that is
 	// set without either.
@@ -100,7 +117,8 @@ type Options[K comparable, V any] struct {
 	// no combination of nested calls deadlocks on slots), and it takes a
 	// slot back before the call returns (so no more builds than the limit
 	// ever run; the call may then return after its ctx ended, once a slot
-	// is free). A nested call made with an unrelated context, such as
+	// is free). The bound holds after Close too: a nested call that Close
+	// ends takes its slot back before it returns. A nested call made with an unrelated context, such as
 	// context.Background(), is an outside caller: with all slots held by
 	// builds waiting on it, it waits forever (or until BuildTimeout).
 	//
@@ -149,7 +167,9 @@ type Options[K comparable, V any] struct {
 	// (Invalidate, Discard, a caller that meets the expired entry, a failed
 	// health check, a refresh, [Cache.Close]) or on the cache's hook
 	// goroutine for entries that the janitor removes or that another key's
-	// build evicts; a panic is recovered and logged.
+	// build evicts; a panic is recovered and logged. Like Close, it must
+	// not wait for a build of the same cache: with MaxEntries, a build may
+	// wait for the hook goroutine to close evicted values.
 	//
 	// default: nil.
 	OnEvict func(key K, v V, reason EvictReason)

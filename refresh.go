@@ -2,6 +2,7 @@ package rescache
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 )
@@ -22,15 +23,19 @@ import (
 // after the call is in the cache, or with that build's error. Meanwhile
 // Get, Acquire and Lease keep returning the current value and never wait.
 // On success the new value replaces the old one atomically; OnEvict(old,
-// [EvictReplaced]) runs on the refresh's goroutine (it may still run when
-// Refresh returns), and the old value is closed at its last release.
+// [EvictReplaced]) runs on the refresh build's goroutine after the swap (it
+// may still run when Refresh returns), and the old value is closed at its
+// last release (there too, if it is not leased).
 // On failure the old value stays (until MaxLifetime or eviction) and the
 // error is returned and counted in [Stats.RefreshErrors].
 //
 // Refresh of an absent key builds it like Get; of a pending key, it waits
 // for that build (which started before the call, so it may have used old
 // credentials) and then refreshes its value. Concurrent calls share one
-// rebuild when it started after each of them. If ctx ends first, Refresh
+// rebuild when it started after each of them: a call that arrives while a
+// rebuild runs waits for it, then starts or joins the next one. A build
+// that calls Refresh with its own ctx for a key whose build or refresh
+// runs in its own chain gets [ErrBuildCycle] at once. If ctx ends first, Refresh
 // returns ctx.Err() and the refresh goes on. Refresh builds count against
 // MaxConcurrentBuilds and run under BuildTimeout, like builds. If the entry
 // leaves the cache while its refresh runs (Invalidate, eviction), the
@@ -41,6 +46,13 @@ import (
 // build, so it reads whatever it uses (a DSN, a secret) when it runs.
 func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 	ticket := c.refreshSeq.Add(1)
+	missed := false // counted in Stats.Misses once, however often it builds
+	cycle := func(cl *call) error {
+		if r := runOf[K, V](ctx); r != nil && r.waitsOn(cl) {
+			return fmt.Errorf("%w: %s", ErrBuildCycle, c.keyString(key))
+		}
+		return nil
+	}
 	for {
 		if c.closed.Load() {
 			return ErrClosed
@@ -52,7 +64,10 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 				continue // someone else's build: look again
 			}
 			c.ctr.pending.Add(1)
-			c.ctr.misses.Add(1)
+			if !missed {
+				missed = true
+				c.ctr.misses.Add(1)
+			}
 			cl := ne.pending.Load()
 			c.startBuild(ctx, ne)
 			if _, err, retry := c.wait(ctx, ne, cl, false); !retry {
@@ -70,6 +85,9 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 			continue
 		case w&valuedBit == 0: // pending: its build started before this call
 			if cl := e.pending.Load(); cl != nil {
+				if err := cycle(cl); err != nil {
+					return err
+				}
 				if err := c.waitDone(ctx, cl); err != nil {
 					return err
 				}
@@ -89,6 +107,9 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 		}
 		if cl == nil {
 			continue // another caller started one meanwhile
+		}
+		if err := cycle(cl); err != nil {
+			return err
 		}
 		if err := c.waitDone(ctx, cl); err != nil {
 			return err

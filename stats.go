@@ -65,11 +65,14 @@ func (r EvictReason) String() string {
 // The fields are read one at a time while the cache keeps working, so under
 // load two fields may be a few events apart.
 type Stats struct {
-	// Hits counts calls of Get, Lease and Acquire served by a found entry.
+	// Hits counts calls of Get, Lease and Acquire served by a found entry
+	// without waiting for a build.
 	Hits uint64
 	// Misses counts calls of Get, Lease and Acquire that waited for a
 	// build, started or joined, and calls of Refresh that built an absent
-	// key.
+	// key. A call counts once, in Hits, Misses or ErrorHits, however often
+	// it looks again (a Get whose build Invalidate detached waits for the
+	// next one and is still one miss).
 	Misses uint64
 	// ErrorHits counts calls answered with a remembered build error
 	// (Options.ErrorTTL).
@@ -77,7 +80,8 @@ type Stats struct {
 	// Builds counts calls of the build function.
 	Builds uint64
 	// BuildErrors counts builds that returned an error (including their
-	// context's error after BuildTimeout or Close) or panicked. Once every
+	// context's error after BuildTimeout or Close), panicked or called
+	// runtime.Goexit. Once every
 	// build has returned, Builds - BuildErrors builds succeeded; a build
 	// that returns a value after its BuildTimeout counts as a success, and
 	// its value is closed at once.
@@ -103,16 +107,21 @@ type Stats struct {
 	// Entries is the number of found entries (the same as [Cache.Len]).
 	Entries int
 	// Pending is the number of builds started whose build function has
-	// not returned: waiting for a slot (MaxConcurrentBuilds) or running. A
+	// not returned: waiting for room (MaxEntries) or a slot
+	// (MaxConcurrentBuilds), or running. A
 	// build whose waiters were answered by BuildTimeout or Close counts
 	// until its function returns, since it still holds its slot.
 	Pending int
 	// Building is the number of build functions running (the part of
-	// Pending past the wait for a slot).
+	// Pending past the wait for a slot), however they end (return, panic
+	// or runtime.Goexit), including those that lent their slot while they
+	// wait for a nested build.
 	Building int
 	// Refreshes counts refreshes finished ([Cache.Refresh] and
-	// RefreshAfter), whatever their outcome; RefreshErrors those that
-	// failed (the old value stayed). Their builds are also counted in
+	// RefreshAfter), whatever their outcome, when the outcome is known: the
+	// build returned, or BuildTimeout or Close ended it first (a refresh
+	// that timed out counts then, not when its function returns);
+	// RefreshErrors those that failed (the old value stayed). Their builds are also counted in
 	// Builds.
 	Refreshes, RefreshErrors uint64
 
