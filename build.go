@@ -5,19 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"runtime/debug"
-	"sync"
 	"time"
 )
-
-// ErrBuildCycle is returned, at once, to a build that calls Get, Lease,
-// Acquire or Refresh for a key whose build (a first build or a refresh) is
-// running in its own chain of nested builds (most simply, its own key):
-// waiting would wait for itself. Match it with
-// errors.Is. A cycle through builds that separate callers started (the
-// build of a waits for b while the build of b, started elsewhere, waits
-// for a) is not detected: like any mutual wait it lasts until BuildTimeout.
-var ErrBuildCycle = errors.New("rescache: build waits for itself")
 
 // ErrBuildGoexit is the error the waiters of a build receive when the build
 // function called runtime.Goexit (for example through t.FailNow in a test).
@@ -29,10 +21,16 @@ var ErrBuildCycle = errors.New("rescache: build waits for itself")
 // ErrBuildGoexit.
 var ErrBuildGoexit = errors.New("rescache: build called runtime.Goexit")
 
-// PanicError is the error a build's panic becomes. Every caller waiting for
-// that build receives it; use errors.As to tell it from the build's own
-// errors.
+// PanicError is the error a panic of user code becomes: of a build (every
+// caller waiting for that build receives it; use errors.As to tell it from
+// the build's own errors), and of Close, OnEvict and HealthCheck (counted
+// and logged like their errors; a Close's is returned by Close or
+// Shutdown). Every one keeps the value and the stack, and is logged at Warn
+// with both.
 type PanicError struct {
+	// Op is the user code that panicked: "build" (also when empty),
+	// "Close", "OnEvict" or "HealthCheck".
+	Op string
 	// Key is the key whose build panicked.
 	Key any
 	// Value is what the build passed to panic.
@@ -50,7 +48,20 @@ func (p *PanicError) Error() string {
 	if key == "" {
 		key = fmt.Sprint(p.Key)
 	}
-	return fmt.Sprintf("rescache: build of %s panicked: %v", key, p.Value)
+	op := p.Op
+	if op == "" {
+		op = "build"
+	}
+	return fmt.Sprintf("rescache: %s of %s panicked: %v", op, key, p.Value)
+}
+
+// recovered turns r, recovered from a panic of user code (op as in
+// PanicError.Op) for key, into a *PanicError with the panicking stack: the
+// one recover policy of the cache. Every hook calls it in its deferred
+// recover; the caller counts and logs the error as that hook's errors are
+// (c.warn adds the stack).
+func (c *Cache[K, V]) recovered(op string, key K, r any) *PanicError {
+	return &PanicError{Op: op, Key: key, Value: r, Stack: debug.Stack(), keyString: c.keyString(key)}
 }
 
 // Unwrap returns the panic value when it is an error.
@@ -83,17 +94,9 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 		}
 		e, ok := c.m.Load(key)
 		if !ok {
-			ne := c.newEntry(key)
-			if lease {
-				ne.word.Store(1) // our reservation
-			}
-			e, ok = c.m.LoadOrStore(key, ne)
-			if !ok {
-				c.ctr.pending.Add(1)
-				miss()
-				cl := ne.pending.Load()
-				c.startBuild(ctx, ne)
-				if got, err, retry := c.wait(ctx, ne, cl, lease); !retry {
+			var cl *call
+			if e, cl = c.buildAbsent(ctx, key, lease, &missed); cl != nil {
+				if got, err, retry := c.wait(ctx, e, cl, lease); !retry {
 					return got, err
 				}
 				continue
@@ -165,21 +168,11 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 // returns, so nested builds never deadlock on slots and never run beyond
 // MaxConcurrentBuilds.
 func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], cl *call, lease bool) (got *entry[K, V], err error, retry bool) {
-	select {
-	case <-cl.done:
-	default:
-		if r := runOf[K, V](ctx); r != nil {
-			r.lend()
-			defer r.reclaim()
+	if err := c.waitDone(ctx, cl); err != nil {
+		if lease && e.unlease() {
+			c.closeEntry(e)
 		}
-		select {
-		case <-cl.done:
-		case <-ctx.Done():
-			if lease && e.unlease() {
-				c.closeEntry(e)
-			}
-			return nil, ctx.Err(), false
-		}
+		return nil, err, false
 	}
 	if cl.err != nil {
 		if lease {
@@ -193,155 +186,63 @@ func (c *Cache[K, V]) wait(ctx context.Context, e *entry[K, V], cl *call, lease 
 	return e, nil, false
 }
 
-// buildRun is one run of a build function. Its build's context carries it,
-// so that a Get or Acquire called with that context (a nested build) can
-// tell which build waits: to lend that build's slot for the wait, and to
-// refuse a wait for a build of the same chain (ErrBuildCycle). A context
-// that outlives its build (context.WithoutCancel keeps values) carries a
-// run that is done, which lends nothing.
-type buildRun[K comparable, V any] struct {
-	c      *Cache[K, V]
-	cl     *call           // the call of the build this run is; read-only
-	parent *buildRun[K, V] // the run whose context started this one, if any
-
-	mu sync.Mutex // protects the fields below
-	// slot says that the run holds a build slot now. A run holds one while
-	// its build function runs, except while it waits for another build.
-	slot bool
-	// lent counts the waits in progress that lent the slot.
-	lent int
-	// reclaiming is set while a wait that ended takes a slot back.
-	reclaiming bool
-	// done is set when the build function has returned.
-	done bool
-}
-
-type runKey[K comparable, V any] struct{}
-
-// runOf returns the build run that ctx belongs to, for this cache's types.
-func runOf[K comparable, V any](ctx context.Context) *buildRun[K, V] {
-	r, _ := ctx.Value(runKey[K, V]{}).(*buildRun[K, V])
-	return r
-}
-
-// waitsOn reports whether cl is the call of a running build in r's chain:
-// a wait for it from r's context would wait for itself. The chain runs
-// through nested Get, Lease, Acquire and Refresh calls alike, and a
-// refresh's build is a run like any other.
-func (r *buildRun[K, V]) waitsOn(cl *call) bool {
-	for ; r != nil; r = r.parent {
-		r.mu.Lock()
-		done := r.done
-		r.mu.Unlock()
-		if !done && r.cl == cl {
-			return true
-		}
-	}
-	return false
-}
-
-// lend gives r's slot back for the length of a wait.
-func (r *buildRun[K, V]) lend() {
-	r.mu.Lock()
-	r.lent++
-	give := r.lent == 1 && r.slot
-	if give {
-		r.slot = false
-	}
-	r.mu.Unlock()
-	if give {
-		r.c.releaseSlot()
-	}
-}
-
-// reclaim ends a wait that lend started: the last one takes a slot back
-// before the build goes on. It waits for a slot however long it takes,
-// Close or not: slots are held only by build functions that run, and a
-// build function that went on without one would break MaxConcurrentBuilds
-// (after Close too, while cancelled builds wind down). A wait here never
-// waits for itself: a run that waits for another build has lent its slot.
-func (r *buildRun[K, V]) reclaim() {
-	r.mu.Lock()
-	r.lent--
-	if r.lent > 0 || r.slot || r.reclaiming || r.done || r.c.slots == nil {
-		r.mu.Unlock()
-		return
-	}
-	r.reclaiming = true
-	r.mu.Unlock()
-	r.c.acquireSlot(context.Background())
-	r.mu.Lock()
-	r.reclaiming = false
-	switch {
-	case r.lent > 0 || r.done:
-		// Lent again, or finished, while this wait took its slot back.
-		r.mu.Unlock()
-		r.c.releaseSlot()
-		return
+// waitDone waits for cl's build, honouring ctx; like wait, a build that
+// waits here lends its slot.
+func (c *Cache[K, V]) waitDone(ctx context.Context, cl *call) error {
+	select {
+	case <-cl.done:
+		return nil
 	default:
-		r.slot = true
 	}
-	r.mu.Unlock()
-}
-
-// finishRun marks r done and gives its slot back.
-func (r *buildRun[K, V]) finishRun() {
-	r.mu.Lock()
-	r.done = true
-	give := r.slot
-	r.slot = false
-	r.mu.Unlock()
-	if give {
-		r.c.releaseSlot()
-	}
-}
-
-// acquireSlot takes a build slot, waiting until one is free or ctx ends.
-func (c *Cache[K, V]) acquireSlot(ctx context.Context) bool {
-	if c.slots == nil {
-		return true
+	if r := runOf[K, V](ctx); r != nil {
+		r.lend()
+		defer r.reclaim()
 	}
 	select {
-	case c.slots <- struct{}{}:
-		return true
+	case <-cl.done:
+		return nil
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	}
 }
 
-// tryAcquireSlot takes a build slot if one is free now.
-func (c *Cache[K, V]) tryAcquireSlot() bool {
-	if c.slots == nil {
-		return true
+// buildAbsent publishes a new pending entry for key and starts its build,
+// and returns it with its call; with lease the entry carries the caller's
+// reservation. The call counts as a miss, before the build starts, unless
+// *missed says it was counted already. If another caller published an
+// entry first, it returns that one and a nil call.
+func (c *Cache[K, V]) buildAbsent(ctx context.Context, key K, lease bool, missed *bool) (*entry[K, V], *call) {
+	ne := c.newEntry(key)
+	if lease {
+		ne.reserveNew()
 	}
-	select {
-	case c.slots <- struct{}{}:
-		return true
-	default:
-		return false
+	if e, loaded := c.m.LoadOrStore(key, ne); loaded {
+		return e, nil
 	}
+	cl := ne.pending.Load() // before the build, which clears it on success
+	c.ctr.pending.Add(1)
+	if !*missed {
+		*missed = true
+		c.ctr.misses.Add(1)
+	}
+	c.launch(ctx, ne, ctx.Done() == nil && c.opts.BuildTimeout == 0)
+	return ne, cl
 }
 
-func (c *Cache[K, V]) releaseSlot() {
-	if c.slots != nil {
-		<-c.slots
-	}
-}
-
-// startBuild runs e's build: in the calling goroutine when the caller cannot
-// stop waiting anyway (its ctx has no Done channel and there is no
+// launch runs e's build: inline, in the calling goroutine, when the caller
+// cannot stop waiting anyway (its ctx has no Done channel and there is no
 // BuildTimeout), in a new goroutine otherwise, so that callers whose context
 // ends can leave while the build goes on. It owns the count of
-// c.ctr.pending that slow added for e.
-func (c *Cache[K, V]) startBuild(ctx context.Context, e *entry[K, V]) {
+// c.ctr.pending that its caller added for e, and hands it to runBuild.
+func (c *Cache[K, V]) launch(ctx context.Context, e *entry[K, V], inline bool) {
 	c.inflight.Add(1) // released by runBuild
 	if c.closed.Load() {
 		c.finish(e, *new(V), ErrClosed, false)
 		c.ctr.pending.Add(-1)
-		c.unhold()
+		c.inflightDone()
 		return
 	}
-	if ctx.Done() == nil && c.opts.BuildTimeout == 0 {
+	if inline {
 		c.runBuild(ctx, e)
 		return
 	}
@@ -360,7 +261,7 @@ func (c *Cache[K, V]) startBuild(ctx context.Context, e *entry[K, V]) {
 //     finishes with the context's cause at once, even if build ignores its
 //     context; what build returns later is discarded and its value closed.
 func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
-	defer c.unhold()
+	defer c.inflightDone()
 	defer c.ctr.pending.Add(-1)
 	var zero V
 	returned := false
@@ -416,12 +317,12 @@ func (c *Cache[K, V]) runBuild(callerCtx context.Context, e *entry[K, V]) {
 	}
 	c.inflight.Add(1)
 	stopEnd := context.AfterFunc(ctx, func() {
-		defer c.unhold()
+		defer c.inflightDone()
 		c.finish(e, zero, context.Cause(ctx), false)
 	})
 	defer func() {
 		if stopEnd() {
-			c.unhold()
+			c.inflightDone()
 		}
 	}()
 
@@ -465,7 +366,7 @@ func (c *Cache[K, V]) callBuild(ctx context.Context, key K) (v V, err error, pan
 	defer c.ctr.building.Add(-1)
 	defer func() {
 		if r := recover(); r != nil {
-			pe := &PanicError{Key: key, Value: r, Stack: debug.Stack(), keyString: c.keyString(key)}
+			pe := c.recovered("build", key, r)
 			c.warn("build panicked", key, pe)
 			var zero V
 			v, err, panicked = zero, pe, true
@@ -510,11 +411,9 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	if !ok {
 		cl.err = err
 		e.stamp = satAdd(now, c.errorTTL)
-		w := e.word.Or(failedBit)
+		w := e.markFailed()
 		if old != nil {
-			// A failed refresh: the old value stays; nothing is
-			// remembered, the map never held e.
-			c.refreshDoneLocked(old, cl, now, err)
+			c.finishRefreshLocked(old, e, cl, now, err)
 		} else if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
 			// Remembered: stays in the map, answered until e.stamp.
 			c.errs.Add(e.key, e)
@@ -534,28 +433,16 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	cached := false // e keeps the unit of room
 	switch {
 	case old != nil:
-		// A refresh: swap the new entry in for the old one, if the old
-		// one is still the key's found entry; otherwise (Invalidate,
-		// eviction or expiry meanwhile) the new value is never cached.
-		// It is found before it goes into the map (no caller can reach
-		// it before), so no caller ever waits for it.
-		e.word.Or(valuedBit)
-		if r, ok := c.replaceLocked(old, e); ok {
-			replaced, cached = r, true
-		} else {
-			e.word.Or(removedBit)
-			cl.detached = true
-			closeNow = true // never in the map: nobody holds it
-		}
-		c.refreshDoneLocked(old, cl, now, nil)
+		replaced, cached = c.finishRefreshLocked(old, e, cl, now, nil)
+		closeNow = !cached
 	case e.word.Load()&removedBit == 0:
 		victims = c.makeRoomLocked()
 		c.insertLocked(e)
-		e.word.Or(valuedBit)
+		e.markFound()
 		cached = true
 	default:
 		cl.detached = true
-		closeNow = e.word.Or(valuedBit) == removedBit // detached while pending, and unleased
+		closeNow = e.markDetachedValue()
 	}
 	c.mu.Unlock()
 	close(cl.done)
@@ -581,4 +468,23 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 func rememberable(err error) bool {
 	var pe *PanicError
 	return !errors.As(err, &pe) && !errors.Is(err, ErrBuildGoexit)
+}
+
+// stampBuilt sets the stamps of e, whose build succeeded at clock now: its
+// jitter, drawn once here, shortens its lifetime and its refresh age.
+func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
+	e.stamp = now
+	e.used.Store(now)
+	var jitter int64
+	if c.jitter > 0 {
+		jitter = rand.Int64N(c.jitter)
+	}
+	e.deadline = math.MaxInt64
+	if c.lifetime > 0 {
+		e.deadline = satAdd(now, c.lifetime-jitter)
+	}
+	e.refreshAt.Store(math.MaxInt64)
+	if c.refreshAfter > 0 {
+		e.refreshAt.Store(satAdd(now, c.refreshAfter-jitter))
+	}
 }

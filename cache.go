@@ -13,9 +13,9 @@ import (
 	"github.com/puzpuzpuz/xsync/v3"
 )
 
-// ErrClosed is returned by Get and Acquire once Close or Shutdown has been
-// called, and to callers waiting for a build that Close cancelled. Match it
-// with errors.Is.
+// ErrClosed is returned by Get, Lease, Acquire and Refresh once Close or
+// Shutdown has been called, and to callers waiting for a build that Close
+// cancelled. Match it with errors.Is.
 var ErrClosed = errors.New("rescache: cache closed")
 
 // Cache holds at most one value per key, built lazily by the build function
@@ -51,7 +51,7 @@ type Cache[K comparable, V any] struct {
 
 	idle, lifetime, errorTTL int64         // Options durations in nanoseconds
 	refreshAfter, jitter     int64         // Options.RefreshAfter and LifetimeJitter in nanoseconds
-	refreshSeq               atomic.Uint64 // tickets of Refresh calls and refresh builds, in order
+	refreshSeq               atomic.Uint64 // tickets of builds (every new entry) and Refresh calls, in order
 
 	hot    pcounter        // hits, and leases taken and released
 	ctr    counters        // everything else
@@ -303,9 +303,14 @@ func (c *Cache[K, V]) debug(msg string, key K) {
 }
 
 func (c *Cache[K, V]) warn(msg string, key K, err error) {
-	if c.log != nil {
-		c.log.LogAttrs(context.Background(), slog.LevelWarn, "rescache: "+msg, slog.String("key", c.opts.KeyString(key)), slog.Any("error", err))
+	if c.log == nil {
+		return
 	}
+	attrs := []slog.Attr{slog.String("key", c.opts.KeyString(key)), slog.Any("error", err)}
+	if pe := (*PanicError)(nil); errors.As(err, &pe) {
+		attrs = append(attrs, slog.String("stack", string(pe.Stack)))
+	}
+	c.log.LogAttrs(context.Background(), slog.LevelWarn, "rescache: "+msg, attrs...)
 }
 
 // keyString formats key for errors and logs.

@@ -88,7 +88,7 @@ func (h *hookRunner[K, V]) startLocked() {
 
 // drain runs the queued jobs, then exits.
 func (h *hookRunner[K, V]) drain() {
-	defer h.c.unhold()
+	defer h.c.inflightDone()
 	for {
 		h.mu.Lock()
 		if len(h.queue) == 0 {
@@ -124,7 +124,7 @@ func (c *Cache[K, V]) closeEntry(e *entry[K, V]) {
 // count of c.inflight. With late, an error after Close is kept for Shutdown
 // (before the count is released, so Shutdown cannot miss it).
 func (c *Cache[K, V]) closeValue(key K, v V, late bool) error {
-	defer c.unhold()
+	defer c.inflightDone()
 	c.ctr.liveValues.Add(-1)
 	c.ctr.closes.Add(1)
 	start := time.Now()
@@ -148,7 +148,7 @@ func (c *Cache[K, V]) closeValue(key K, v V, late bool) error {
 func (c *Cache[K, V]) callClose(key K, v V) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("rescache: close of %s panicked: %v", c.keyString(key), r)
+			err = c.recovered("Close", key, r)
 		}
 	}()
 	if c.opts.Close != nil {
@@ -174,21 +174,21 @@ func (c *Cache[K, V]) notifyRemoved(e *entry[K, V], reason EvictReason) {
 func (c *Cache[K, V]) callOnEvict(e *entry[K, V], reason EvictReason) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.warn("OnEvict panicked", e.key, fmt.Errorf("%v", r))
+			c.warn("OnEvict panicked", e.key, c.recovered("OnEvict", e.key, r))
 		}
 	}()
 	c.opts.OnEvict(e.key, e.val, reason)
 }
 
-// unhold drops one count of c.inflight and signals Shutdown when it reaches
+// inflightDone drops one count of c.inflight and signals Shutdown when it reaches
 // zero after Close.
-func (c *Cache[K, V]) unhold() {
+func (c *Cache[K, V]) inflightDone() {
 	if c.inflight.Add(-1) == 0 && c.closed.Load() {
 		c.drainOnce.Do(func() { close(c.drained) })
 	}
 }
 
-// Close closes the cache: afterwards Get and Acquire return [ErrClosed],
+// Close closes the cache: afterwards Get, Lease, Acquire and Refresh return [ErrClosed],
 // pending builds are cancelled (their callers receive ErrClosed), idle
 // values are closed now, on the goroutine that calls Close, after their
 // OnEvict, and leased ones at their release; the janitor stops. Close

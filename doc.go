@@ -50,13 +50,17 @@
 //
 // # Goroutines and hooks
 //
-// A cache starts at most three kinds of goroutine: the janitor, which keeps
-// the coarse clock and removes expired entries (it runs no user code); the
-// hook goroutine, which runs OnEvict and Close for the entries the janitor
-// removes and for the entries a build evicts to make room, one at a time;
-// and one goroutine per build whose caller can stop waiting (a ctx with a
-// Done channel, or a BuildTimeout). No caller ever runs, or waits for, a
-// hook of another key. [Cache.Shutdown] waits for all of them.
+// A cache starts these kinds of goroutine, each with an owner and a way to
+// exit: the janitor, which keeps the coarse clock and removes expired
+// entries (it runs no user code; it exits at Close); the hook goroutine,
+// which runs OnEvict and Close for the entries the janitor removes and for
+// the entries a build evicts to make room, one at a time (started when work
+// arrives, it exits when its queue is empty); one goroutine per build whose
+// caller can stop waiting (a ctx with a Done channel, or a BuildTimeout)
+// and per refresh build (it exits when the build function returns); and,
+// with HealthCheck, one goroutine per health-check round, which runs the
+// round's checks (it exits when they are done). No caller ever runs a hook
+// of another key. [Cache.Shutdown] waits for all of them.
 //
 // # Time
 //

@@ -27,15 +27,23 @@ import (
 // last release, the end of the last hold (the OnEvict of the removal, or a
 // health check), or the finish of a build that was detached.
 //
-// Who changes the word:
-//   - tryLease / unlease: Acquire and the release of its lease, without a
-//     lock;
-//   - tryHold / unhold: health checks, without a lock; removeLocked adds the
-//     removal's hold together with removedBit, under Cache.mu, and the hook
-//     runner drops it after OnEvict;
-//   - failedBit and valuedBit: finish, once, under Cache.mu;
-//   - removedBit: removeLocked (found entries), Invalidate and forget
-//     (pending and failed entries), under Cache.mu.
+// Only the methods below write the word; every transition, its caller and
+// what guards it:
+//
+//	transition         from -> to                          caller (guard)
+//	reserveNew         new -> pending, 1 lease             slow, for Lease/Acquire, before the entry is published
+//	tryLease           found or pending -> +1 lease        Get's and Lease's fast path, slow (none: CAS)
+//	release / unlease  -1 lease; closeNow at the last      releaseEntry, wait (none: Add)
+//	                   lease of a removed value
+//	tryHold            found -> +1 hold                    health checks (none: CAS)
+//	unhold             -1 hold; closeNow as release        afterRemove, health checks, Close (none: Add)
+//	removeHeld         found -> removed, +1 hold           removeLocked (Cache.mu)
+//	markRemoved        pending or failed -> removed;       Invalidate, forget (Cache.mu); finish, for a
+//	                   found refresh value -> removed      refresh whose old entry left (Cache.mu)
+//	markFailed         pending -> failed                   finish (Cache.mu, once: call.finished)
+//	markFound          pending -> found                    finish (Cache.mu, once)
+//	markDetachedValue  pending+removed -> valued+removed;  finish (Cache.mu, once)
+//	                   closeNow when no lease is left
 const (
 	valuedBit  uint64 = 1 << 62
 	failedBit  uint64 = 1 << 61
@@ -174,7 +182,34 @@ func (e *entry[K, V]) tryAdd(n uint64) bool {
 // unlease drops a lease and reports whether the caller must now close the
 // value (the entry was removed, holds a value, and nothing else holds it).
 func (e *entry[K, V]) unlease() (closeNow bool) {
-	return e.word.Add(^uint64(0)) == removedBit|valuedBit
+	closeNow, _ = e.release()
+	return closeNow
+}
+
+// release drops a lease, like unlease, and also reports whether no lease
+// is left (the entry may then go back to the idle sweep, see unpark).
+func (e *entry[K, V]) release() (closeNow, unleased bool) {
+	w := e.word.Add(^uint64(0))
+	return w == removedBit|valuedBit, w&leaseMask == 0
+}
+
+// reserveNew gives the entry, new and not yet published, the reservation
+// of the Lease or Acquire caller that makes it: it becomes that caller's
+// lease if the build succeeds.
+func (e *entry[K, V]) reserveNew() { e.word.Store(1) }
+
+// markFailed makes the pending entry failed and returns the word before.
+func (e *entry[K, V]) markFailed() uint64 { return e.word.Or(failedBit) }
+
+// markFound makes the pending entry, not removed, found: its val and
+// stamps are written before.
+func (e *entry[K, V]) markFound() { e.word.Or(valuedBit) }
+
+// markDetachedValue records that the build of an entry detached while
+// pending returned a value, and reports whether nothing holds it (no
+// Lease or Acquire waiter took it), so that it must be closed now.
+func (e *entry[K, V]) markDetachedValue() (closeNow bool) {
+	return e.word.Or(valuedBit) == removedBit
 }
 
 // unhold drops a hold; like unlease, it reports whether to close now.
@@ -199,7 +234,8 @@ func (e *entry[K, V]) removeHeld() bool {
 }
 
 // markRemoved sets removedBit on an entry that is pending or failed (no
-// value to notify about) and reports whether it was not removed already.
+// value to notify about), or on a refresh's found entry that never went
+// into the map, and reports whether it was not removed already.
 func (e *entry[K, V]) markRemoved() bool {
 	return e.word.Or(removedBit)&removedBit == 0
 }

@@ -14,7 +14,7 @@ import (
 // removes go to the hook runner. It exits when Close closes c.janitorOff,
 // and holds one count of c.inflight until then.
 func (c *Cache[K, V]) janitor() {
-	defer c.unhold()
+	defer c.inflightDone()
 	t := time.NewTicker(time.Duration(c.tick))
 	defer t.Stop()
 	var nextCheck time.Time
@@ -40,7 +40,7 @@ func (c *Cache[K, V]) janitor() {
 				checking = true
 				c.inflight.Add(1)
 				go func() {
-					defer c.unhold()
+					defer c.inflightDone()
 					c.healthRound()
 					checked <- struct{}{}
 				}()
@@ -128,7 +128,7 @@ func (c *Cache[K, V]) check(e *entry[K, V]) {
 func (c *Cache[K, V]) callHealthCheck(ctx context.Context, e *entry[K, V]) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = &PanicError{Key: e.key, Value: r, keyString: c.keyString(e.key)}
+			err = c.recovered("HealthCheck", e.key, r)
 		}
 	}()
 	return c.opts.HealthCheck(ctx, e.key, e.val)

@@ -168,10 +168,10 @@ func (c *Cache[K, V]) releaseEntry(e *entry[K, V]) {
 	if c.tick > 0 {
 		c.touch(e)
 	}
-	switch w := e.word.Add(^uint64(0)); {
-	case w == removedBit|valuedBit:
+	switch closeNow, unleased := e.release(); {
+	case closeNow:
 		c.closeEntry(e)
-	case w&leaseMask == 0 && e.parked.Load():
+	case unleased && e.parked.Load():
 		c.unpark(e)
 	}
 }

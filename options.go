@@ -207,9 +207,10 @@ type Options[K comparable, V any] struct {
 	// the bound under CPU starvation. New rejects a value outside
 	// [1ms, 1min].
 	//
-	// default: 0, meaning 1/64 of the shortest of IdleTimeout, MaxLifetime
-	// and ErrorTTL, within [1ms, 1s], or 10ms for a cache bounded by
-	// MaxEntries only.
+	// default: 0, meaning 1/64 of the shortest of IdleTimeout, MaxLifetime,
+	// ErrorTTL, LeakThreshold and RefreshAfter, within [1ms, 1s], or 10ms
+	// for a cache that needs a clock for none of them (MaxEntries or
+	// HealthCheck only).
 	ClockResolution time.Duration
 
 	// LeakThreshold reports a lease (Lease, Acquire) held longer than this,

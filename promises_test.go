@@ -35,7 +35,8 @@ import (
 //	               TestPanicBecomesPanicErrorForAllWaiters, TestGoexitInBuildAnswersWaiters,
 //	               TestGoexitInInlineBuildEndsItsCaller
 //	leases         TestLeaseKeepsValueOpenAcrossInvalidate, TestLeaseKeepsValueOpenAcrossEviction,
-//	               TestManyLeasesCloseAtLastRelease
+//	               TestManyLeasesCloseAtLastRelease, TestDiscardRemovesThisValueOnly,
+//	               TestStaleLeaseCopyCannotReleaseAnother
 //	invalidate     TestInvalidatePendingKey
 //	eviction       TestLRUEviction, TestIdleTimeout, TestLeasedEntryIsNotIdle, TestMaxLifetime,
 //	               TestExpiredEntryIsNeverReturned, TestHealthCheckEvictsUnhealthy,
@@ -50,8 +51,13 @@ import (
 //	               TestHealthChecksTakeFreeSlotsOnly, TestHostileKeys, TestSlotBoundHoldsAfterClose
 //	time           TestExpiryBoundUnderCPUStarvation, TestSweepCostDoesNotGrowWithLiveEntries,
 //	               TestSweepCostWithLongLeases, TestUseStampNeverMovesBack
-//	refresh        TestRefreshAndStatsSentences, refresh_test.go
-//	leak detection TestShutdownReportNamesEachKeyOnce, leak tests in lease_test.go
+//	refresh        TestRefreshReplacesWithoutMakingCallersWait, TestFailedRefreshKeepsTheOldValue,
+//	               TestRefreshOfPendingKeyBuildsAfterIt, TestConcurrentRefreshesShareOneBuild,
+//	               TestRefreshAfterServesOldValueAndRefreshesInBackground,
+//	               TestLifetimeJitterSpreadsEntriesBuiltTogether, TestInvalidateDuringRefresh,
+//	               TestRefreshTakesABuildSlot, TestRefreshAndStatsSentences
+//	leak detection TestLeakThresholdReportsOnceWithStack, TestDroppedLeaseIsReleasedByTheRuntime,
+//	               TestShutdownSaysWhichLeasesAreOut, TestShutdownReportNamesEachKeyOnce
 //	stats          TestLeasedGaugeNeverNegative, TestPendingCountsBuildsUntilTheyReturn,
 //	               TestBuildingGaugeAfterGoexit, TestMissCountedOnceWhenInvalidateDetachesTheBuild,
 //	               TestStatsCountEachCallOnceUnderInvalidate

@@ -3,8 +3,6 @@ package rescache
 import (
 	"context"
 	"fmt"
-	"math"
-	"math/rand/v2"
 )
 
 // Refresh, after Caffeine's refreshAfterWrite and otter's refresh (serve
@@ -59,17 +57,10 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 		}
 		e, ok := c.m.Load(key)
 		if !ok {
-			ne := c.newEntry(key)
-			if _, loaded := c.m.LoadOrStore(key, ne); loaded {
+			ne, cl := c.buildAbsent(ctx, key, false, &missed)
+			if cl == nil {
 				continue // someone else's build: look again
 			}
-			c.ctr.pending.Add(1)
-			if !missed {
-				missed = true
-				c.ctr.misses.Add(1)
-			}
-			cl := ne.pending.Load()
-			c.startBuild(ctx, ne)
 			if _, err, retry := c.wait(ctx, ne, cl, false); !retry {
 				return err
 			}
@@ -126,26 +117,6 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 	}
 }
 
-// waitDone waits for cl's build, honouring ctx; like wait, a build that
-// waits here lends its slot.
-func (c *Cache[K, V]) waitDone(ctx context.Context, cl *call) error {
-	select {
-	case <-cl.done:
-		return nil
-	default:
-	}
-	if r := runOf[K, V](ctx); r != nil {
-		r.lend()
-		defer r.reclaim()
-	}
-	select {
-	case <-cl.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // startRefresh starts a refresh of the found entry e, unless one runs, and
 // returns its call; nil when another caller won the race. The build runs
 // in a goroutine of its own, under the values of ctx.
@@ -158,14 +129,7 @@ func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
 		return nil
 	}
 	c.ctr.pending.Add(1)
-	c.inflight.Add(1) // released by runBuild
-	if c.closed.Load() {
-		c.finish(ne, *new(V), ErrClosed, false)
-		c.ctr.pending.Add(-1)
-		c.unhold()
-		return cl
-	}
-	go c.runBuild(context.WithoutCancel(ctx), ne)
+	c.launch(context.WithoutCancel(ctx), ne, false)
 	return cl
 }
 
@@ -178,6 +142,26 @@ func (c *Cache[K, V]) maybeRefresh(e *entry[K, V], now int64) {
 		return
 	}
 	c.startRefresh(context.Background(), e)
+}
+
+// finishRefreshLocked is finish's arm for a refresh build e of the found
+// entry old, under c.mu, once. A failure (err != nil) keeps the old value;
+// nothing is remembered, the map never held e. A success swaps e in for
+// old if old is still the key's found entry, and returns old's removal
+// (for afterRemove, after the unlock) and cached; otherwise (Invalidate,
+// eviction or expiry meanwhile) e's value is never cached, and the caller
+// closes it (nobody holds it: it was never in the map). e is found before
+// it goes into the map, so no caller ever waits for it.
+func (c *Cache[K, V]) finishRefreshLocked(old, e *entry[K, V], cl *call, now int64, err error) (replaced removal[K, V], cached bool) {
+	if err == nil {
+		e.markFound()
+		if replaced, cached = c.replaceLocked(old, e); !cached {
+			e.markRemoved()
+			cl.detached = true
+		}
+	}
+	c.refreshDoneLocked(old, cl, now, err)
+	return replaced, cached
 }
 
 // replaceLocked swaps the refreshed entry ne in for old, if old is still
@@ -219,23 +203,4 @@ func (c *Cache[K, V]) refreshDoneLocked(old *entry[K, V], cl *call, now int64, e
 		}
 	}
 	old.refreshing.CompareAndSwap(cl, nil)
-}
-
-// stampBuilt sets the stamps of e, whose build succeeded at clock now: its
-// jitter, drawn once here, shortens its lifetime and its refresh age.
-func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
-	e.stamp = now
-	e.used.Store(now)
-	var jitter int64
-	if c.jitter > 0 {
-		jitter = rand.Int64N(c.jitter)
-	}
-	e.deadline = math.MaxInt64
-	if c.lifetime > 0 {
-		e.deadline = satAdd(now, c.lifetime-jitter)
-	}
-	e.refreshAt.Store(math.MaxInt64)
-	if c.refreshAfter > 0 {
-		e.refreshAt.Store(satAdd(now, c.refreshAfter-jitter))
-	}
 }

@@ -9,8 +9,10 @@ import (
 type EvictReason int
 
 const (
-	// EvictCapacity: the cache was full (MaxEntries) and the entry was the
-	// least recently used.
+	// EvictCapacity: the cache was full (MaxEntries) and the policy chose
+	// the entry: the least recently used under LRU; under TinyLFU the
+	// loser of its admission (the window's candidate or probation's
+	// victim; a value just built is always cached).
 	EvictCapacity EvictReason = iota + 1
 	// EvictIdle: the entry was not used for IdleTimeout.
 	EvictIdle
@@ -138,8 +140,9 @@ type Stats struct {
 }
 
 // counters holds the cache's slow-path counters. Each field is updated with
-// one atomic operation where the event happens; hits are counted by the
-// per-P counter in Cache.hits instead, because they are on the hit path.
+// one atomic operation where the event happens; hits and leases are counted
+// by the per-P counter in Cache.hot instead, because they are on the hit
+// path.
 type counters struct {
 	misses, errorHits                atomic.Uint64
 	builds, buildErrors, buildPanics atomic.Uint64

@@ -315,8 +315,6 @@ func (f *follower[K, V]) parse(raw string) (key K, err error) {
 	return f.parseFn(raw)
 }
 
-// refreshAll queues a refresh of every entry of the cache and returns
-// their number.
 // enqueue queues a refresh of key, unless one is queued and not started.
 func (f *follower[K, V]) enqueue(key K) {
 	f.mu.Lock()
