@@ -109,7 +109,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			c.deleteIfSame(e)
 			continue
 		case w&failedBit != 0:
-			if c.errorTTL > 0 && c.advance() < e.stamp {
+			if c.errorTTL > 0 && c.advance() < e.deadline {
 				if !missed {
 					c.ctr.errorHits.Add(1)
 				}
@@ -410,12 +410,12 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	old, _ := cl.replaces.(*entry[K, V]) // a refresh build's found entry
 	if !ok {
 		cl.err = err
-		e.stamp = satAdd(now, c.errorTTL)
+		e.deadline = satAdd(now, c.errorTTL)
 		w := e.markFailed()
 		if old != nil {
 			c.finishRefreshLocked(old, e, cl, now, err)
 		} else if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
-			// Remembered: stays in the map, answered until e.stamp.
+			// Remembered: stays in the map, answered until e.deadline.
 			c.errs.Add(e.key, e)
 		} else {
 			c.deleteIfSame(e)
@@ -471,9 +471,9 @@ func rememberable(err error) bool {
 }
 
 // stampBuilt sets the stamps of e, whose build succeeded at clock now: its
-// jitter, drawn once here, shortens its lifetime and its refresh age.
+// use, its deadline and, with RefreshAfter, its refresh state; its jitter,
+// drawn once here, shortens its lifetime and its refresh age alike.
 func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
-	e.stamp = now
 	e.used.Store(now)
 	var jitter int64
 	if c.jitter > 0 {
@@ -483,8 +483,9 @@ func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
 	if c.lifetime > 0 {
 		e.deadline = satAdd(now, c.lifetime-jitter)
 	}
-	e.refreshAt.Store(math.MaxInt64)
 	if c.refreshAfter > 0 {
-		e.refreshAt.Store(satAdd(now, c.refreshAfter-jitter))
+		rs := new(refreshState)
+		rs.at.Store(satAdd(now, c.refreshAfter-jitter))
+		e.refresh.Store(rs)
 	}
 }

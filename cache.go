@@ -82,7 +82,7 @@ type Cache[K comparable, V any] struct {
 	leakMu sync.Mutex                    // protects leaks and the tracks' reported
 	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
 
-	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageIdx, checking and refreshFails
+	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageIdx, checking and refresh state's fails
 	order      recency[K, V]                   // found entries, least recently used first (LRU and idle)
 	parked     recency[K, V]                   // found entries leased past their idle deadline (LRU only)
 	byAge      byDeadline[K, V]                // found entries by deadline (MaxLifetime), soonest first

@@ -14,6 +14,10 @@ import (
 //	           running, an OnEvict not yet returned); a hold keeps the value
 //	           open but, unlike a lease, never changes what callers see (a
 //	           held entry still idles out)
+//	parkedBit  the found entry sits in Cache.parked (leased past its idle
+//	           deadline) rather than Cache.order; set and cleared under
+//	           Cache.mu, read with the lease count in one load by the
+//	           release of a lease (see Cache.unpark)
 //	valuedBit  the build returned a value (found, or detached with a value)
 //	failedBit  the build failed; the call's err is set
 //	removedBit the entry left the cache (evicted, invalidated, closed, or
@@ -44,7 +48,9 @@ import (
 //	markFound          pending -> found                    finish (Cache.mu, once)
 //	markDetachedValue  pending+removed -> valued+removed;  finish (Cache.mu, once)
 //	                   closeNow when no lease is left
+//	park / unparkBit   found, leased <-> parked            the idle sweep, unpark, removeLocked (Cache.mu)
 const (
+	parkedBit  uint64 = 1 << 63
 	valuedBit  uint64 = 1 << 62
 	failedBit  uint64 = 1 << 61
 	removedBit uint64 = 1 << 60
@@ -73,17 +79,12 @@ type entry[K comparable, V any] struct {
 	// done channel.
 	pending atomic.Pointer[call]
 
-	// stamp is, for a found entry, the clock stamp of the end of its build;
-	// for a failed entry kept by ErrorTTL, the stamp until which its error
-	// is remembered. deadline is a found entry's end of life: stamp plus
-	// MaxLifetime less its jitter (math.MaxInt64 without MaxLifetime).
-	// Both are written before done is closed; read-only afterwards.
-	stamp, deadline int64
-
-	// refreshAt is the clock stamp from which a use of the found entry
-	// starts an automatic refresh (RefreshAfter less the jitter, pushed
-	// back by a backoff after a failed refresh); math.MaxInt64 when off.
-	refreshAt atomic.Int64
+	// deadline is, for a found entry, its end of life: the end of its
+	// build plus MaxLifetime less its jitter (math.MaxInt64 without
+	// MaxLifetime); for a failed entry kept by ErrorTTL, the clock stamp
+	// until which its error is remembered. Written before done is closed;
+	// read-only afterwards.
+	deadline int64
 
 	// born is the entry's ticket in the order of builds and Refresh calls
 	// (Cache.refreshSeq), taken when the entry was made, before its build
@@ -91,24 +92,18 @@ type entry[K comparable, V any] struct {
 	// Read-only after newEntry.
 	born uint64
 
-	// refreshing is the call of the refresh in flight for this found
-	// entry, nil when none. Set by startRefresh (CAS from nil), cleared
-	// when that refresh is done; the call itself stays readable by its
-	// waiters after that.
-	refreshing atomic.Pointer[call]
-
-	// parked says that the entry sits in Cache.parked (leased past its
-	// idle deadline) rather than Cache.order. Written under Cache.mu; read
-	// without it by the release of a lease (see Cache.unpark).
-	parked atomic.Bool
+	// refresh is the found entry's refresh state (refresh.go): set when
+	// its build finishes with RefreshAfter, or by its first Refresh (a
+	// CAS from nil), so that an entry never refreshed carries one pointer,
+	// not the state.
+	refresh atomic.Pointer[refreshState]
 
 	// Guarded by Cache.mu.
-	refreshFails int32 // consecutive failed refreshes, for the backoff
-	heapIdx      int32 // index in Cache.order or Cache.parked; -1 when in neither
-	checking     bool  // a health check of the entry is running
-	seg          uint8 // TinyLFU: segment, window, probation or protected (see tinylfu.go)
-	nodeUsed     int64 // the used stamp by which the entry sits in Cache.order
-	ageIdx       int32 // index in Cache.byAge; -1 when not there
+	heapIdx  int32 // index in Cache.order or Cache.parked; -1 when in neither
+	checking bool  // a health check of the entry is running
+	seg      uint8 // TinyLFU: segment, window, probation or protected (see tinylfu.go)
+	nodeUsed int64 // the used stamp by which the entry sits in Cache.order
+	ageIdx   int32 // index in Cache.byAge; -1 when not there
 
 	// hash is TinyLFU's hash of the key, counted by the frequency sketch:
 	// written before the entry is published (or, under Cache.mu, before it
@@ -186,12 +181,28 @@ func (e *entry[K, V]) unlease() (closeNow bool) {
 	return closeNow
 }
 
-// release drops a lease, like unlease, and also reports whether no lease
-// is left (the entry may then go back to the idle sweep, see unpark).
-func (e *entry[K, V]) release() (closeNow, unleased bool) {
+// release drops a lease, like unlease, and also reports whether it was
+// the last lease of a parked entry (which must then go back to the idle
+// sweep, see unpark). The lease count and the parked bit are read in the
+// same atomic step, so a release never misses a park that the sweep made
+// while the lease was out.
+func (e *entry[K, V]) release() (closeNow, unpark bool) {
 	w := e.word.Add(^uint64(0))
-	return w == removedBit|valuedBit, w&leaseMask == 0
+	return w&^parkedBit == removedBit|valuedBit, w&(leaseMask|parkedBit) == parkedBit
 }
+
+// parked reports whether the entry sits in Cache.parked.
+func (e *entry[K, V]) parked() bool { return e.word.Load()&parkedBit != 0 }
+
+// park marks the found entry parked and reports whether it is still
+// leased; if not (its last lease was released before the mark), the caller
+// must not park it and calls unparkBit. Under Cache.mu.
+func (e *entry[K, V]) park() (leased bool) {
+	return e.word.Or(parkedBit)&leaseMask != 0
+}
+
+// unparkBit clears the parked mark. Under Cache.mu.
+func (e *entry[K, V]) unparkBit() { e.word.And(^parkedBit) }
 
 // reserveNew gives the entry, new and not yet published, the reservation
 // of the Lease or Acquire caller that makes it: it becomes that caller's
@@ -214,7 +225,7 @@ func (e *entry[K, V]) markDetachedValue() (closeNow bool) {
 
 // unhold drops a hold; like unlease, it reports whether to close now.
 func (e *entry[K, V]) unhold() (closeNow bool) {
-	return e.word.Add(^(holdUnit - 1)) == removedBit|valuedBit
+	return e.word.Add(^(holdUnit-1))&^parkedBit == removedBit|valuedBit
 }
 
 // removeHeld sets removedBit and adds a hold in one step, for the removal

@@ -62,7 +62,7 @@ func (h *recency[K, V]) Pop() any {
 
 // heapOfLocked returns the heap that holds the found entry e.
 func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
-	if e.parked.Load() {
+	if e.parked() {
 		return &c.parked
 	}
 	if c.lfu != nil {
@@ -90,7 +90,7 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 // hold there).
 func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K, V] {
 	heap.Remove(c.heapOfLocked(e), int(e.heapIdx))
-	e.parked.Store(false)
+	e.unparkBit() // before removedBit: a removed entry is never parked
 	if e.ageIdx >= 0 {
 		heap.Remove(&c.byAge, int(e.ageIdx))
 	}
@@ -191,9 +191,9 @@ func (c *Cache[K, V]) unparkedLocked() []*recency[K, V] {
 // the common release path.
 func (c *Cache[K, V]) unpark(e *entry[K, V]) {
 	c.mu.Lock()
-	if e.parked.Load() && e.heapIdx >= 0 && e.word.Load()&leaseMask == 0 {
+	if e.parked() && e.heapIdx >= 0 && e.word.Load()&leaseMask == 0 {
 		heap.Remove(&c.parked, int(e.heapIdx))
-		e.parked.Store(false)
+		e.unparkBit()
 		e.nodeUsed = e.used.Load()
 		heap.Push(c.heapOfLocked(e), e)
 	}
@@ -233,17 +233,16 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 				break
 			}
 			if e.word.Load()&leaseMask != 0 {
-				// Leased: not idle. Park it until its last release.
-				heap.Pop(h)
-				e.parked.Store(true)
-				heap.Push(&c.parked, e)
-				if e.word.Load()&leaseMask == 0 {
-					// Released meanwhile, before it saw the flag.
-					heap.Remove(&c.parked, int(e.heapIdx))
-					e.parked.Store(false)
-					heap.Push(h, e)
+				// Leased: not idle. Park it until its last release,
+				// unless that release came before the mark (park and
+				// release change the same word, so one of them sees
+				// the other).
+				if !e.park() {
+					e.unparkBit()
 					break
 				}
+				heap.Pop(h)
+				heap.Push(&c.parked, e)
 				continue
 			}
 			out = append(out, c.removeLocked(e, EvictIdle))
@@ -252,7 +251,7 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	if c.errs != nil {
 		for {
 			_, e, ok := c.errs.GetOldest()
-			if !ok || now < e.stamp {
+			if !ok || now < e.deadline {
 				break
 			}
 			c.errs.RemoveOldest() // calls deleteIfSame

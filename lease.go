@@ -168,10 +168,10 @@ func (c *Cache[K, V]) releaseEntry(e *entry[K, V]) {
 	if c.tick > 0 {
 		c.touch(e)
 	}
-	switch closeNow, unleased := e.release(); {
+	switch closeNow, unpark := e.release(); {
 	case closeNow:
 		c.closeEntry(e)
-	case unleased && e.parked.Load():
+	case unpark:
 		c.unpark(e)
 	}
 }

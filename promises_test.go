@@ -657,10 +657,11 @@ func TestRefreshAndStatsSentences(t *testing.T) {
 			for i := range 50 {
 				mustGet(t, c, fmt.Sprint(i))
 				e, _ := c.m.Load(fmt.Sprint(i))
-				lifeCut := e.stamp + c.lifetime - e.deadline
-				refreshCut := e.stamp + c.refreshAfter - e.refreshAt.Load()
-				if lifeCut != refreshCut {
-					t.Fatalf("entry %d: lifetime shortened by %v, refresh age by %v; want one draw", i, time.Duration(lifeCut), time.Duration(refreshCut))
+				// Both are the build's end less the same jitter.
+				fromLife := e.deadline - c.lifetime
+				fromRefresh := e.refresh.Load().at.Load() - c.refreshAfter
+				if fromLife != fromRefresh {
+					t.Fatalf("entry %d: lifetime and refresh age shortened by amounts %v apart; want one draw", i, time.Duration(fromLife-fromRefresh))
 				}
 			}
 		})

@@ -3,6 +3,8 @@ package rescache
 import (
 	"context"
 	"fmt"
+	"math"
+	"sync/atomic"
 )
 
 // Refresh, after Caffeine's refreshAfterWrite and otter's refresh (serve
@@ -16,6 +18,45 @@ import (
 // replace, whose refreshing field points to that call while it runs (one
 // refresh per entry at a time). finish swaps it in under Cache.mu (see
 // replaceLocked), or drops its value when the old entry left meanwhile.
+
+// refreshState is what a found entry needs for refresh, kept apart from
+// the entry (entry.refresh) so that an entry never refreshed does not pay
+// for it: with RefreshAfter every entry has one from its build; without
+// it, the first Refresh of the entry installs one.
+type refreshState struct {
+	// at is the clock stamp from which a use of the found entry starts
+	// an automatic refresh (RefreshAfter less the jitter, pushed back by a
+	// backoff after a failed refresh); math.MaxInt64 when off.
+	at atomic.Int64
+
+	// running is the call of the refresh in flight for the entry, nil when
+	// none. Set by startRefresh (CAS from nil), cleared when that refresh
+	// is done; the call itself stays readable by its waiters after that.
+	running atomic.Pointer[call]
+
+	fails int32 // consecutive failed refreshes, for the backoff; guarded by Cache.mu
+}
+
+// refreshOf returns e's refresh state, installing one if it has none.
+func refreshOf[K comparable, V any](e *entry[K, V]) *refreshState {
+	if rs := e.refresh.Load(); rs != nil {
+		return rs
+	}
+	rs := new(refreshState)
+	rs.at.Store(math.MaxInt64)
+	if e.refresh.CompareAndSwap(nil, rs) {
+		return rs
+	}
+	return e.refresh.Load()
+}
+
+// refreshRunning returns the call of e's refresh in flight, or nil.
+func refreshRunning[K comparable, V any](e *entry[K, V]) *call {
+	if rs := e.refresh.Load(); rs != nil {
+		return rs.running.Load()
+	}
+	return nil
+}
 
 // Refresh rebuilds key's value and returns once a value whose build started
 // after the call is in the cache, or with that build's error. Meanwhile
@@ -92,7 +133,7 @@ func (c *Cache[K, V]) Refresh(ctx context.Context, key K) error {
 		if e.born > ticket {
 			return nil // its build started after this call
 		}
-		cl := e.refreshing.Load()
+		cl := refreshRunning(e)
 		if cl == nil {
 			cl = c.startRefresh(ctx, e)
 		}
@@ -125,7 +166,7 @@ func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
 	cl := ne.pending.Load()
 	cl.replaces = e
 	cl.seq = ne.born
-	if !e.refreshing.CompareAndSwap(nil, cl) {
+	if !refreshOf(e).running.CompareAndSwap(nil, cl) {
 		return nil
 	}
 	c.ctr.pending.Add(1)
@@ -138,7 +179,8 @@ func (c *Cache[K, V]) startRefresh(ctx context.Context, e *entry[K, V]) *call {
 // hit path: the check is a load and a compare; the rest runs once per
 // refresh.
 func (c *Cache[K, V]) maybeRefresh(e *entry[K, V], now int64) {
-	if now < e.refreshAt.Load() || e.refreshing.Load() != nil {
+	rs := e.refresh.Load() // set at the build, with RefreshAfter
+	if now < rs.at.Load() || rs.running.Load() != nil {
 		return
 	}
 	c.startRefresh(context.Background(), e)
@@ -194,13 +236,14 @@ func (c *Cache[K, V]) replaceLocked(old, ne *entry[K, V]) (removal[K, V], bool) 
 // RefreshAfter.
 func (c *Cache[K, V]) refreshDoneLocked(old *entry[K, V], cl *call, now int64, err error) {
 	c.ctr.refreshes.Add(1)
+	rs := old.refresh.Load() // installed by startRefresh
 	if err != nil {
 		c.ctr.refreshErrors.Add(1)
-		old.refreshFails++
+		rs.fails++
 		if c.refreshAfter > 0 {
-			backoff := max(c.refreshAfter/8, c.tick) << min(old.refreshFails-1, 3)
-			old.refreshAt.Store(satAdd(now, min(backoff, c.refreshAfter)))
+			backoff := max(c.refreshAfter/8, c.tick) << min(rs.fails-1, 3)
+			rs.at.Store(satAdd(now, min(backoff, c.refreshAfter)))
 		}
 	}
-	old.refreshing.CompareAndSwap(cl, nil)
+	rs.running.CompareAndSwap(cl, nil)
 }

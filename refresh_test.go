@@ -314,7 +314,7 @@ func TestLifetimeJitterSpreadsEntriesBuiltTogether(t *testing.T) {
 			key := strconv.Itoa(i)
 			mustGet(t, c, key)
 			e, _ := c.m.Load(key)
-			d := e.deadline - e.stamp
+			d := e.deadline - e.used.Load() // just built: its use stamp is the build's end
 			first[key], at[key] = d, e.deadline
 			lo, hi = min(lo, d), max(hi, d)
 		}
