@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rescache/rescache"
+	"github.com/rescache/rescache/budget/redisbudget"
 	"github.com/rescache/rescache/otelmetrics"
 	"github.com/rescache/rescache/promcollector"
 	"github.com/rescache/rescache/redisadapter"
@@ -83,3 +84,7 @@ func main() {
 	// redisadapter is installed and linked; no Redis is needed to build.
 	_ = redisadapter.New[string]
 }
+
+// The fleet budget installs and builds too: one budget for every process,
+// through Redis, behind sqladapter's Options.Budget.
+var _ = redisbudget.New

@@ -1,0 +1,610 @@
+// Package redisbudget is a connection budget that every process of a fleet
+// shares, through Redis: at every instant the fleet holds at most Max
+// places (one per connection open to the server), whatever the number of
+// processes, the order they start and stop in, and their crashes. It
+// implements budget.Budget, so sqladapter's and redisadapter's
+// Options.Budget take it.
+//
+// # How it holds
+//
+// Each process registers in Redis the places it holds, under a lease of
+// Options.Lease (default 3s) that it renews every third of it. Taking a
+// place is one Lua script, one round trip: it drops the holders whose lease
+// expired (a crashed process's places return to the fleet at most one lease
+// after its last renewal), counts the places of the others, and grants the
+// place only if the fleet stays within Max. Giving one back is the same
+// script with the opposite delta; a connect that finds an idle connection
+// in its pool costs nothing.
+//
+// A process trusts its lease only until the send time of its last answered
+// script plus two thirds of the lease, so it stops believing in its places
+// before Redis can give them away. Past that (Redis unreachable, or this
+// process cut off from it) it falls back to Options.LocalMax places: it
+// stops opening connections beyond that share, asks its pools to close
+// idle ones down to it, logs the switch once and counts it
+// (budget.Stats.Fallbacks). Once Redis answers again it registers the
+// places it holds and returns to the fleet budget. The bound holds through
+// a Redis outage when every process's LocalMax together stays within Max
+// (LocalMax × the most processes you run ≤ Max: the default is Max/4); and
+// when Redis restarts empty (or the fleet first starts) it grants no place
+// for two thirds of a lease, while the live processes register the places
+// they hold.
+//
+// What it cannot bound: a process cut off from Redis while others still
+// reach it keeps the connections that are busy when its lease runs out
+// until they are returned (it closes idle ones at once and opens nothing
+// beyond LocalMax), while the fleet has given its places to others; the
+// server may then see up to that process's busy connections beyond Max.
+//
+// # Fairness
+//
+// Waiters of one process are served first come first served. Across
+// processes, a process whose caller waits joins a queue in Redis (the
+// order of first refusal) and announces its need on a pub/sub channel; a
+// place is granted to a process only when it leaves room for every process
+// queued ahead of it, and every process that hears a need asks its pools
+// to close their idle connections (the least recently used tenant's first)
+// and closes connections put back in its pools instead of keeping them
+// (budget.Budget's Contended), so that places flow to the waiter.
+package redisbudget
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rescache/rescache/budget"
+)
+
+// Options configures a fleet budget.
+type Options struct {
+	// Client is the Redis that coordinates the fleet: a *redis.Client, or
+	// a *redis.ClusterClient (the keys share one hash tag). Required. The
+	// budget does not close it.
+	Client redis.UniversalClient
+
+	// Name names the budget: every process of the fleet that bounds the
+	// same server uses the same Name (and Max). Its keys in Redis start
+	// with "{Name}:". Required.
+	Name string
+
+	// Max is the fleet's budget, N: the most places the fleet holds at
+	// once. Required, at least 1.
+	Max int
+
+	// LocalMax is the share this process keeps to while it cannot reach
+	// Redis (and while it starts, before Redis has answered). Choose it so
+	// that LocalMax times the most processes you run stays within Max.
+	//
+	// default: 0, meaning max(1, Max/4).
+	LocalMax int
+
+	// Lease is how long Redis counts a process's places after its last
+	// renewal, and so how long a crashed process's places take to return.
+	// The process renews every Lease/3.
+	//
+	// default: 0, meaning 3s. At least 300ms.
+	Lease time.Duration
+
+	// Instance names this process in Redis (and in logs).
+	//
+	// default: "", a random id.
+	Instance string
+
+	// Logger receives the switches to and from the fallback share (Warn,
+	// Info) and the announcements of need (Debug).
+	//
+	// default: nil, no logging.
+	Logger *slog.Logger
+}
+
+// Budget is a fleet budget. Create it with [New]; Close it when the process
+// stops using it (its places then return to the fleet at once).
+type Budget struct {
+	o       Options
+	keys    []string // holders, counts, queue, alive, epoch
+	channel string   // need announcements
+	retry   time.Duration
+
+	reclaimers budget.Reclaimers
+
+	// opMu serialises this process's scripts, so that what Redis counts
+	// for it (registered) and what it holds (leased) stay in step: one
+	// round trip at a time, never under mu.
+	opMu       sync.Mutex
+	registered int // Redis's count for this process after its last script; guarded by opMu
+
+	mu         sync.Mutex // guards the fields below
+	held       int        // places used by connections of this process
+	leased     int        // places registered for this process (>= held while on the fleet budget)
+	validUntil time.Time  // the lease is trusted until then
+	fallback   bool       // on the LocalMax share
+	waiters    []chan struct{}
+	fleetHeld  int
+	queued     int       // instances queued in Redis, at the last answer
+	needUntil  time.Time // another instance announced a need until then
+	lastNeed   time.Time // this instance's last announcement
+	waits      int64
+	waitNanos  int64
+	renewFails int64
+	fallbacks  int64
+	closed     bool
+
+	stop chan struct{}  // closed by Close
+	done sync.WaitGroup // the renewer and the listener
+}
+
+var _ budget.Budget = (*Budget)(nil)
+
+// New returns a fleet budget and starts its two goroutines (the lease
+// renewer and the listener for other processes' needs), which Close stops.
+// It answers at once: if Redis does not answer, the budget starts on its
+// fallback share and joins the fleet when Redis does. It returns an error
+// for invalid options.
+func New(o Options) (*Budget, error) {
+	switch {
+	case o.Client == nil:
+		return nil, errors.New("redisbudget: Options.Client is nil")
+	case o.Name == "":
+		return nil, errors.New("redisbudget: Options.Name is empty")
+	case o.Max < 1:
+		return nil, fmt.Errorf("redisbudget: Options.Max is %d; the budget needs at least one place", o.Max)
+	case o.LocalMax < 0 || o.LocalMax > o.Max:
+		return nil, fmt.Errorf("redisbudget: Options.LocalMax is %d; want 0 (the default) to Max (%d)", o.LocalMax, o.Max)
+	case o.Lease != 0 && o.Lease < 300*time.Millisecond:
+		return nil, fmt.Errorf("redisbudget: Options.Lease is %v; want at least 300ms", o.Lease)
+	}
+	if o.LocalMax == 0 {
+		o.LocalMax = max(1, o.Max/4)
+	}
+	if o.Lease == 0 {
+		o.Lease = 3 * time.Second
+	}
+	if o.Instance == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		o.Instance = hex.EncodeToString(b[:])
+	}
+	p := "{" + o.Name + "}:"
+	b := &Budget{
+		o:        o,
+		keys:     []string{p + "holders", p + "counts", p + "queue", p + "alive", p + "epoch"},
+		channel:  p + "need",
+		retry:    min(o.Lease/10, 50*time.Millisecond),
+		fallback: true, // until Redis has answered
+		stop:     make(chan struct{}),
+	}
+	b.done.Add(2)
+	go b.renewer()
+	go b.listener()
+	return b, nil
+}
+
+// reply is what placeScript answers.
+type reply struct {
+	granted    bool
+	fleetHeld  int
+	queued     int
+	registered int
+	sent       time.Time
+}
+
+// place runs placeScript with delta for this process, and on an answer
+// extends the lease's trust (from the send time). mine is the places the
+// process holds, registered if Redis does not know it. The caller holds
+// opMu.
+func (b *Budget) place(ctx context.Context, delta, mine int, waiting, served bool) (reply, error) {
+	flag := func(v bool) string {
+		if v {
+			return "1"
+		}
+		return "0"
+	}
+	sent := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, b.o.Lease/3)
+	defer cancel()
+	res, err := placeScript.Run(ctx, b.o.Client, b.keys, b.o.Instance, delta, b.o.Max, b.o.Lease.Milliseconds(), mine, flag(waiting), flag(served)).Int64Slice()
+	if err != nil {
+		return reply{}, err
+	}
+	if len(res) != 5 {
+		return reply{}, fmt.Errorf("redisbudget: the place script answered %v", res)
+	}
+	r := reply{granted: res[0] == 1, fleetHeld: int(res[1]), queued: int(res[2]), registered: int(res[4]), sent: sent}
+	b.registered = r.registered
+	b.mu.Lock()
+	b.fleetHeld, b.queued = r.fleetHeld, r.queued
+	if until := sent.Add(b.o.Lease - b.o.Lease/3); until.After(b.validUntil) {
+		b.validUntil = until
+	}
+	b.mu.Unlock()
+	return r, nil
+}
+
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("redisbudget: budget closed")
+
+// Acquire takes a place, as [budget.Budget.Acquire] says: on the fleet
+// budget with one round trip to Redis, on the fallback share without one.
+// When none is free it calls the reclaimers once, announces its need to
+// the fleet, and waits, first come first served among this process's
+// callers, trying again every Lease/10 (at most 50ms) or as soon as one of
+// this process's connections gives its place back.
+func (b *Budget) Acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	queue := len(b.waiters) > 0
+	b.mu.Unlock()
+	if !queue {
+		if ok, _ := b.take(ctx, false, false); ok {
+			return nil
+		}
+	}
+	return b.wait(ctx)
+}
+
+// take tries once to take a place: on the fallback share locally, on the
+// fleet budget through Redis. waiting says that the caller is a waiter
+// (it joins Redis's queue when refused), last that it is the only one.
+func (b *Budget) take(ctx context.Context, waiting, last bool) (bool, error) {
+	b.mu.Lock()
+	b.checkTrustLocked(time.Now())
+	if b.fallback {
+		ok := b.held < b.o.LocalMax
+		if ok {
+			b.held++
+			b.leased++
+		}
+		b.mu.Unlock()
+		return ok, nil
+	}
+	b.mu.Unlock()
+
+	b.opMu.Lock()
+	b.mu.Lock()
+	mine := b.leased
+	b.mu.Unlock()
+	r, err := b.place(ctx, 1, mine, waiting, waiting && last)
+	b.mu.Lock()
+	if err == nil && r.granted {
+		b.held++
+		b.leased++
+	}
+	b.mu.Unlock()
+	b.opMu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	return r.granted, nil
+}
+
+// wait queues the caller until take succeeds for it (it is then first in
+// this process's queue), a release hands it a place, or ctx ends.
+func (b *Budget) wait(ctx context.Context) error {
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.waiters = append(b.waiters, ch)
+	b.waits++
+	b.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		b.mu.Lock()
+		b.waitNanos += int64(time.Since(start))
+		b.mu.Unlock()
+	}()
+
+	b.reclaimers.Run(false)
+	every := b.reclaimers.Every()
+	var periodic <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		periodic = t.C
+	}
+	retry := time.NewTicker(b.retry)
+	defer retry.Stop()
+	for {
+		b.mu.Lock()
+		head := len(b.waiters) > 0 && b.waiters[0] == ch
+		last := len(b.waiters) == 1
+		closed := b.closed
+		b.mu.Unlock()
+		if closed {
+			b.leave(ch)
+			return ErrClosed
+		}
+		if head {
+			ok, _ := b.take(ctx, true, last)
+			if ok {
+				if !b.leave(ch) {
+					// A release handed this waiter a place while take
+					// got one too: give one back.
+					b.Release()
+				}
+				return nil
+			}
+			b.announce()
+		}
+		select {
+		case <-ch: // a release handed this waiter its place
+			return nil
+		case <-retry.C:
+		case <-periodic:
+			b.reclaimers.Run(true)
+		case <-ctx.Done():
+			if !b.leave(ch) { // handed a place meanwhile: give it back
+				b.Release()
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// leave takes ch out of the waiters and reports whether it was there (not
+// handed a place by a release).
+func (b *Budget) leave(ch chan struct{}) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, w := range b.waiters {
+		if w == ch {
+			b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// announce tells the fleet that this process waits, at most every
+// Lease/10, so that the others reclaim idle connections.
+func (b *Budget) announce() {
+	b.mu.Lock()
+	now := time.Now()
+	if now.Sub(b.lastNeed) < b.retry*2 {
+		b.mu.Unlock()
+		return
+	}
+	b.lastNeed = now
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.o.Lease/3)
+	defer cancel()
+	if err := b.o.Client.Publish(ctx, b.channel, b.o.Instance).Err(); err == nil {
+		b.debug("announced a need")
+	}
+}
+
+// Release gives back a place: to the first waiter of this process if there
+// is one (no round trip), else to the fleet.
+func (b *Budget) Release() {
+	b.mu.Lock()
+	if len(b.waiters) > 0 {
+		ch := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		close(ch) // the place goes to it: held and leased stay
+		b.mu.Unlock()
+		return
+	}
+	b.held--
+	b.leased--
+	fallback := b.fallback
+	b.mu.Unlock()
+	if fallback {
+		return // Redis hears of it when the renewer reconciles
+	}
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	b.mu.Lock()
+	mine := b.leased
+	b.mu.Unlock()
+	// mine already counts this release: Redis's count for this process,
+	// if it lost it, is mine; else its count less one.
+	if _, err := b.place(context.Background(), -1, mine+1, false, false); err != nil {
+		// Redis counts the place until the renewer reconciles: the fleet
+		// holds less than Redis believes, never more.
+		b.debug("release not sent: " + err.Error())
+	}
+}
+
+// Contended reports whether a place is awaited: by a caller of this
+// process, by another process (its announcement, or Redis's queue at the
+// last answer), or while the fallback share is full.
+func (b *Budget) Contended() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiters) > 0 || time.Now().Before(b.needUntil) || b.queued > 0 || (b.fallback && b.held >= b.o.LocalMax)
+}
+
+// AddReclaimer registers r; see [budget.Budget.AddReclaimer].
+func (b *Budget) AddReclaimer(r budget.Reclaimer) (remove func()) { return b.reclaimers.Add(r) }
+
+// Stats returns the budget's figures. FleetHeld is Redis's count at its
+// last answer; Leased what this process has registered there (or holds, on
+// the fallback share).
+func (b *Budget) Stats() budget.Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return budget.Stats{
+		Max:           b.o.Max,
+		Held:          b.held,
+		FleetHeld:     b.fleetHeld,
+		Leased:        b.leased,
+		Waiting:       len(b.waiters),
+		WaitCount:     b.waits,
+		WaitDuration:  time.Duration(b.waitNanos),
+		RenewFailures: b.renewFails,
+		Fallbacks:     b.fallbacks,
+		Fallback:      b.fallback,
+	}
+}
+
+// LocalMax returns the fallback share in effect (Options.LocalMax or its
+// default).
+func (b *Budget) LocalMax() int { return b.o.LocalMax }
+
+// Instance returns this process's id in Redis.
+func (b *Budget) Instance() string { return b.o.Instance }
+
+// Close stops the budget's goroutines and removes this process from the
+// fleet, so that the places Redis counts for it return at once (its
+// connections must be closed by then: close the caches first). Waiting
+// Acquire calls return ErrClosed. Close is idempotent.
+func (b *Budget) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	close(b.stop)
+	b.done.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), b.o.Lease/3)
+	defer cancel()
+	return leaveScript.Run(ctx, b.o.Client, b.keys[:4], b.o.Instance).Err()
+}
+
+// checkTrustLocked switches to the fallback share when the lease is no
+// longer trusted (Redis has not answered for two thirds of it).
+func (b *Budget) checkTrustLocked(now time.Time) {
+	if b.fallback || now.Before(b.validUntil) {
+		return
+	}
+	b.fallback = true
+	b.fallbacks++
+	if b.o.Logger != nil {
+		b.o.Logger.LogAttrs(context.Background(), slog.LevelWarn, "redisbudget: Redis has not answered; on the local fallback share",
+			slog.String("budget", b.o.Name), slog.String("instance", b.o.Instance), slog.Int("local_max", b.o.LocalMax), slog.Int("held", b.held))
+	}
+}
+
+// renewer renews the lease every Lease/3 and reconciles what Redis counts
+// for this process with what it holds; it switches to the fallback share
+// when renewals fail for two thirds of the lease (shedding idle
+// connections down to LocalMax), and back once Redis answers. It exits at
+// Close.
+func (b *Budget) renewer() {
+	defer b.done.Done()
+	t := time.NewTicker(b.o.Lease / 3)
+	defer t.Stop()
+	for {
+		b.renew()
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Budget) renew() {
+	b.opMu.Lock()
+	b.mu.Lock()
+	mine := b.leased
+	b.mu.Unlock()
+	delta := 0
+	if !b.fallbackNow() {
+		delta = mine - b.registered
+	}
+	r, err := b.place(context.Background(), delta, mine, false, false)
+	if err == nil && r.registered != mine {
+		// Back from the fallback share, with a count Redis kept: set it
+		// to what this process holds.
+		r, err = b.place(context.Background(), mine-r.registered, mine, false, false)
+	}
+	b.opMu.Unlock()
+
+	b.mu.Lock()
+	now := time.Now()
+	if err != nil {
+		b.renewFails++
+		wasFallback := b.fallback
+		b.checkTrustLocked(now)
+		shed := b.fallback && !wasFallback
+		b.mu.Unlock()
+		if shed {
+			b.shed()
+		}
+		return
+	}
+	if b.fallback {
+		b.fallback = false
+		if b.o.Logger != nil && b.fallbacks > 0 {
+			b.o.Logger.LogAttrs(context.Background(), slog.LevelInfo, "redisbudget: Redis answers again; back on the fleet budget",
+				slog.String("budget", b.o.Name), slog.String("instance", b.o.Instance), slog.Int("fleet_held", r.fleetHeld))
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *Budget) fallbackNow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fallback
+}
+
+// shed asks the pools to close idle connections until this process holds
+// no more than LocalMax (or they have none idle).
+func (b *Budget) shed() {
+	for {
+		b.mu.Lock()
+		over := b.held > b.o.LocalMax
+		b.mu.Unlock()
+		if !over || b.reclaimers.Run(false) == 0 {
+			return
+		}
+	}
+}
+
+// listener hears the other processes' announcements of need: it marks the
+// budget contended for a while (pools then close the connections put back
+// in them) and asks the pools to close an idle connection now. It exits at
+// Close.
+func (b *Budget) listener() {
+	defer b.done.Done()
+	for {
+		ps := b.o.Client.Subscribe(context.Background(), b.channel)
+		ch := ps.Channel()
+	recv:
+		for {
+			select {
+			case <-b.stop:
+				ps.Close()
+				return
+			case m, ok := <-ch:
+				if !ok {
+					break recv
+				}
+				if m.Payload == b.o.Instance {
+					continue
+				}
+				b.mu.Lock()
+				b.needUntil = time.Now().Add(b.o.Lease / 3)
+				b.mu.Unlock()
+				b.reclaimers.Run(false)
+			}
+		}
+		ps.Close()
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(b.retry):
+		}
+	}
+}
+
+func (b *Budget) debug(msg string) {
+	if b.o.Logger != nil {
+		b.o.Logger.LogAttrs(context.Background(), slog.LevelDebug, "redisbudget: "+msg, slog.String("budget", b.o.Name), slog.String("instance", b.o.Instance))
+	}
+}
