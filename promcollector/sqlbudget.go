@@ -25,6 +25,15 @@ import (
 // tenants closed to make room, and the connections closed on their return
 // because one was awaited.
 //
+// For a fleet budget (sqladapter.Options.Budget of
+// budget/redisbudget), rescache_sql_budget_fleet_held_connections is the
+// places the whole fleet holds (as last seen), rescache_sql_budget_fallback
+// is 1 while the process is on its local fallback share, and counters
+// rescache_sql_budget_renew_failures_total and
+// rescache_sql_budget_fallbacks_total count failed lease renewals and
+// switches to that share; for a budget of one process they are Held, 0, 0
+// and 0.
+//
 // The collector is safe for concurrent use.
 func NewSQLBudget[K comparable](name string, c *rescache.Cache[K, *sql.DB]) prometheus.Collector {
 	l := prometheus.Labels{"cache": name}
@@ -40,19 +49,23 @@ func NewSQLBudget[K comparable](name string, c *rescache.Cache[K, *sql.DB]) prom
 		waitDuration: d("wait_duration_seconds_total", "Time connections waited for the budget."),
 		reclaimed:    d("reclaimed_total", "Idle connections of other tenants closed to make room."),
 		handedOver:   d("handed_over_total", "Connections closed on their return because one was awaited."),
+		fleetHeld:    d("fleet_held_connections", "Places the whole fleet holds, as last seen (a fleet budget); Held otherwise."),
+		fallback:     d("fallback", "1 while the process is on its local fallback share (a fleet budget that cannot reach its Redis)."),
+		renewFails:   d("renew_failures_total", "Failed lease renewals of a fleet budget."),
+		fallbacks:    d("fallbacks_total", "Switches of a fleet budget to its local fallback share."),
 	}
 }
 
 // sqlBudgetCollector is the collector returned by NewSQLBudget; its fields
 // are set once and only read afterwards.
 type sqlBudgetCollector struct {
-	stats                                          func() sqladapter.BudgetStats
-	max, held, waiting                             *prometheus.Desc // gauges
-	waitCount, waitDuration, reclaimed, handedOver *prometheus.Desc // counters
+	stats                                                                 func() sqladapter.BudgetStats
+	max, held, waiting, fleetHeld, fallback                               *prometheus.Desc // gauges
+	waitCount, waitDuration, reclaimed, handedOver, renewFails, fallbacks *prometheus.Desc // counters
 }
 
 func (c *sqlBudgetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.max, c.held, c.waiting, c.waitCount, c.waitDuration, c.reclaimed, c.handedOver} {
+	for _, d := range []*prometheus.Desc{c.max, c.held, c.waiting, c.fleetHeld, c.fallback, c.waitCount, c.waitDuration, c.reclaimed, c.handedOver, c.renewFails, c.fallbacks} {
 		ch <- d
 	}
 }
@@ -73,4 +86,12 @@ func (c *sqlBudgetCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.waitDuration, s.WaitDuration.Seconds())
 	counter(c.reclaimed, float64(s.Reclaimed))
 	counter(c.handedOver, float64(s.HandedOver))
+	gauge(c.fleetHeld, float64(s.FleetHeld))
+	fb := 0.0
+	if s.Fallback {
+		fb = 1
+	}
+	gauge(c.fallback, fb)
+	counter(c.renewFails, float64(s.RenewFailures))
+	counter(c.fallbacks, float64(s.Fallbacks))
 }
