@@ -8,7 +8,9 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.66.1
+	github.com/redis/go-redis/v9 v9.22.0
 	github.com/rescache/rescache v0.2.0
+	github.com/rescache/rescache/budget/redisbudget v0.2.0
 	github.com/rescache/rescache/promcollector v0.2.0
 	github.com/rescache/rescache/sqladapter v0.2.0
 	go.uber.org/goleak v1.3.0
@@ -31,6 +33,7 @@ require (
 	github.com/puzpuzpuz/xsync/v3 v3.5.1 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	github.com/rescache/rescache/budget v0.2.0 // indirect
+	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
@@ -44,6 +47,7 @@ require (
 replace (
 	github.com/rescache/rescache => ../
 	github.com/rescache/rescache/budget => ../budget
+	github.com/rescache/rescache/budget/redisbudget => ../budget/redisbudget
 	github.com/rescache/rescache/promcollector => ../promcollector
 	github.com/rescache/rescache/sqladapter => ../sqladapter
 )

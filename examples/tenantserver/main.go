@@ -57,6 +57,9 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close the pool of a tenant unused this long")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "connection budget of all tenant pools; 0: PostgreSQL's max_connections - reserved - headroom (none with SQLite); -1: none")
 	fs.IntVar(&cfg.ConnHeadroom, "conn-headroom", 10, "PostgreSQL connections the derived budget leaves to other clients")
+	fs.StringVar(&cfg.FleetRedis, "fleet-redis", "", "Redis address that coordinates one connection budget for every instance (replaces -max-conns)")
+	fs.IntVar(&cfg.FleetMaxConns, "fleet-max-conns", 0, "with -fleet-redis: the fleet's connection budget, for all instances together")
+	fs.IntVar(&cfg.FleetLocalConns, "fleet-local-conns", 0, "with -fleet-redis: this instance's share while Redis does not answer; 0: fleet-max-conns/4")
 	debug := fs.Bool("debug", false, "log the cache's lifecycle events")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -84,6 +87,8 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	switch b := srv.Budget(); {
+	case b.Fleet:
+		log.Info("connection budget", "fleet_redis", cfg.FleetRedis, "fleet_max_conns", b.MaxConns, "fleet_local_conns", b.LocalConns, "fleet_instance", srv.FleetInstance())
 	case b.Derived:
 		log.Info("connection budget", "max_conns", b.MaxConns, "from", fmt.Sprintf("max_connections %d - reserved %d - headroom %d", b.MaxConnections, b.Reserved, b.Headroom))
 	case b.MaxConns > 0:

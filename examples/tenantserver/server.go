@@ -25,6 +25,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/rescache/rescache/budget/redisbudget"
 	_ "modernc.org/sqlite" // registers "sqlite"
 
 	"github.com/rescache/rescache"
@@ -81,6 +83,24 @@ type Config struct {
 	// default: 10.
 	ConnHeadroom int
 
+	// FleetRedis, when set, is the address of the Redis that coordinates
+	// one connection budget for every instance of a fleet
+	// (budget/redisbudget): FleetMaxConns places for all the instances'
+	// tenant pools together, FleetLocalConns for this instance while Redis
+	// does not answer. MaxConns and the budget derived from the server are
+	// then not used.
+	FleetRedis string
+
+	// FleetMaxConns is the fleet's budget; required with FleetRedis.
+	FleetMaxConns int
+
+	// FleetLocalConns is this instance's share while it cannot reach
+	// Redis: choose it so that it times the most instances you run stays
+	// within FleetMaxConns.
+	//
+	// default: 0, meaning FleetMaxConns/4 (at least 1).
+	FleetLocalConns int
+
 	// Logger receives the server's and the cache's logs.
 	//
 	// default: nil, no logs.
@@ -103,6 +123,8 @@ type Server struct {
 	dialect dialect
 	log     *slog.Logger
 	budget  Budget
+	fleet   *redisbudget.Budget // with Config.FleetRedis
+	fleetDB *redis.Client       // the fleet budget's Redis client
 }
 
 // Budget is the connection budget of a [Server] and where it comes from.
@@ -116,6 +138,11 @@ type Budget struct {
 	// max_connections, its reserved connections (superuser and, from
 	// PostgreSQL 16, reserved_connections) and Config.ConnHeadroom.
 	MaxConnections, Reserved, Headroom int
+	// Fleet tells whether MaxConns is a fleet budget shared through Redis
+	// (Config.FleetRedis); LocalConns is then this instance's share while
+	// Redis does not answer.
+	Fleet      bool
+	LocalConns int
 }
 
 // dialect holds the SQL that differs between SQLite and PostgreSQL.
@@ -172,6 +199,12 @@ func NewServer(cfg Config) (*Server, error) {
 	opts := sqladapter.Options[string]{
 		Init: func(ctx context.Context, _ string, db *sql.DB) error {
 			_, err := db.ExecContext(ctx, s.dialect.schema)
+			if isUniqueViolation(err) {
+				// Another instance of a fleet created the table at the same
+				// moment (CREATE TABLE IF NOT EXISTS races on the catalog):
+				// it exists now.
+				err = nil
+			}
 			return err
 		},
 		HealthCheck: true,
@@ -196,6 +229,8 @@ func NewServer(cfg Config) (*Server, error) {
 		admin.SetMaxOpenConns(2)
 		s.admin = admin
 		switch {
+		case cfg.FleetRedis != "":
+			// The fleet budget below takes the place of a per-process one.
 		case cfg.MaxConns > 0:
 			s.budget = Budget{MaxConns: cfg.MaxConns}
 		case cfg.MaxConns == 0:
@@ -218,7 +253,7 @@ func NewServer(cfg Config) (*Server, error) {
 			return u.String(), nil
 		}
 	} else {
-		if cfg.MaxConns > 0 {
+		if cfg.MaxConns > 0 && cfg.FleetRedis == "" {
 			s.budget = Budget{MaxConns: cfg.MaxConns}
 		}
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -234,9 +269,43 @@ func NewServer(cfg Config) (*Server, error) {
 				"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", nil
 		}
 	}
-	opts.MaxTotalConns = s.budget.MaxConns
+	if cfg.FleetRedis != "" {
+		if cfg.FleetMaxConns < 1 {
+			if s.admin != nil {
+				s.admin.Close()
+			}
+			return nil, fmt.Errorf("tenantserver: -fleet-redis needs -fleet-max-conns, the fleet's budget (at least 1)")
+		}
+		s.fleetDB = redis.NewClient(&redis.Options{Addr: cfg.FleetRedis})
+		// Every instance that serves the same databases shares one budget,
+		// named after the database server.
+		name := "tenantserver:" + cfg.DataDir
+		if cfg.PostgresDSN != "" {
+			u, _ := url.Parse(cfg.PostgresDSN)
+			name = "tenantserver:" + u.Host
+		}
+		fb, err := redisbudget.New(redisbudget.Options{
+			Client: s.fleetDB, Name: name, Max: cfg.FleetMaxConns, LocalMax: cfg.FleetLocalConns, Logger: cfg.Logger,
+		})
+		if err != nil {
+			s.fleetDB.Close()
+			if s.admin != nil {
+				s.admin.Close()
+			}
+			return nil, fmt.Errorf("tenantserver: %w", err)
+		}
+		s.fleet = fb
+		s.budget = Budget{MaxConns: cfg.FleetMaxConns, Fleet: true, LocalConns: fb.LocalMax()}
+		opts.Budget = fb
+	} else {
+		opts.MaxTotalConns = s.budget.MaxConns
+	}
 	tenants, err := sqladapter.New(opts)
 	if err != nil {
+		if s.fleet != nil {
+			s.fleet.Close()
+			s.fleetDB.Close()
+		}
 		if s.admin != nil {
 			s.admin.Close()
 		}
@@ -285,6 +354,15 @@ func deriveBudget(admin *sql.DB, headroom int) (Budget, error) {
 // Budget returns the server's connection budget.
 func (s *Server) Budget() Budget { return s.budget }
 
+// FleetInstance returns this instance's id in the fleet budget's Redis, or
+// "" without Config.FleetRedis.
+func (s *Server) FleetInstance() string {
+	if s.fleet == nil {
+		return ""
+	}
+	return s.fleet.Instance()
+}
+
 // createDatabase creates the PostgreSQL database name unless it exists.
 func (s *Server) createDatabase(ctx context.Context, name string) error {
 	// name is DBPrefix plus a tenant that matched validTenant.
@@ -293,7 +371,29 @@ func (s *Server) createDatabase(ctx context.Context, name string) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
 		return nil
 	}
+	if isUniqueViolation(err) {
+		// Another instance of a fleet created it at the same moment: the
+		// catalog's unique index caught the race, and the database exists.
+		return nil
+	}
 	return err
+}
+
+// isUniqueViolation reports whether err is one of the errors that
+// concurrent CREATE DATABASE and CREATE TABLE IF NOT EXISTS of the same name
+// raise when they race (instances of a fleet creating a new tenant at the
+// same moment): unique_violation on the system catalogs, duplicate_table,
+// duplicate_object. The object exists then.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "23505", "42P07", "42710":
+		return true
+	}
+	return false
 }
 
 // Handler returns the server's HTTP handler.
@@ -309,6 +409,10 @@ func (s *Server) Tenants() *rescache.Cache[string, *sql.DB] { return s.tenants }
 // ends. Call it after the HTTP server has stopped taking requests.
 func (s *Server) Close(ctx context.Context) error {
 	err := s.tenants.Shutdown(ctx)
+	if s.fleet != nil {
+		// After the pools: their places go back to the fleet at once.
+		err = errors.Join(err, s.fleet.Close(), s.fleetDB.Close())
+	}
 	if s.admin != nil {
 		err = errors.Join(err, s.admin.Close())
 	}
