@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -171,31 +170,8 @@ func TestTinyLFUMemoryPerEntry(t *testing.T) {
 		t.Skip("fills two caches of 100,000 entries")
 	}
 	const n = 100_000
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = "tenant-" + strconv.Itoa(i)
-	}
-	v := new(resource)
-	heapOf := func(policy Policy) (bytesPerEntry float64) {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		c, err := New(func(context.Context, string) (*resource, error) { return v, nil },
-			&Options[string, *resource]{MaxEntries: n, Policy: policy, Close: func(string, *resource) error { return nil }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range keys {
-			c.Get(context.Background(), k)
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		if c.Len() != n {
-			t.Fatalf("Len() = %d; want %d", c.Len(), n)
-		}
-		runtime.KeepAlive(c)
-		c.Close()
-		return float64(after.HeapAlloc-before.HeapAlloc) / n
+	heapOf := func(policy Policy) float64 {
+		return heapPerEntry(t, n, Options[string, *resource]{MaxEntries: n, Policy: policy})
 	}
 	lru, lfu := heapOf(LRU), heapOf(TinyLFU)
 	t.Logf("heap per entry at %d entries: LRU %.1f B, TinyLFU %.1f B (%+.1f B)", n, lru, lfu, lfu-lru)

@@ -191,38 +191,7 @@ func TestFleetBudget(t *testing.T) {
 	all := append([]*fleetInstance(nil), live...)
 
 	ctx := context.Background()
-	countConns := func() (int, error) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var n int
-		err := admin.QueryRowContext(cctx, "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1", prefix+"%").Scan(&n)
-		return n, err
-	}
-	stop := make(chan struct{})
-	var peak, samples int
-	var outsideErrs []error
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			n, err := countConns()
-			if err != nil {
-				outsideErrs = append(outsideErrs, fmt.Errorf("counting connections: %w", err))
-				continue
-			}
-			samples++
-			peak = max(peak, n)
-			if err := outsideConnect(ctx, dsn); err != nil {
-				outsideErrs = append(outsideErrs, err)
-			}
-		}
-	})
+	smp, _ := startConnSampler(ctx, admin, dsn, prefix)
 
 	// The load: workers POST and GET notes of random tenants on random
 	// live instances. An answer counts against an instance only if it was
@@ -373,8 +342,8 @@ func TestFleetBudget(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	close(loadStop)
 	load.Wait()
-	close(stop)
-	sampler.Wait()
+	smp.stop()
+	peak, samples, outsideErrs := smp.peak, smp.samples, smp.errs
 
 	fell := 0
 	for _, in := range live {

@@ -147,42 +147,11 @@ func TestNewcomerLoad(t *testing.T) {
 
 	// The sampler: tenant connections every 100ms, and a fresh outside
 	// connection at each sample.
-	countConns := func() (int, error) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var n int
-		err := admin.QueryRowContext(cctx, "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1", prefix+"%").Scan(&n)
-		return n, err
-	}
-	stop := make(chan struct{})
-	var peak, samples int
-	var outsideErrs []error
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			n, err := countConns()
-			if err != nil {
-				outsideErrs = append(outsideErrs, fmt.Errorf("counting connections: %w", err))
-				continue
-			}
-			samples++
-			peak = max(peak, n)
-			if err := outsideConnect(ctx, dsn); err != nil {
-				outsideErrs = append(outsideErrs, err)
-			}
-		}
-	})
+	smp, countConns := startConnSampler(ctx, admin, dsn, prefix)
 
 	res := newcomerLoad(t, "http://"+addr)
-	close(stop)
-	sampler.Wait()
+	smp.stop()
+	peak, samples, outsideErrs := smp.peak, smp.samples, smp.errs
 
 	slices.Sort(res.latencies)
 	pct := func(p float64) time.Duration { return res.latencies[int(p*float64(len(res.latencies)-1))] }
@@ -320,4 +289,56 @@ func outsideConnect(ctx context.Context, dsn string) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return db.PingContext(cctx)
+}
+
+// connSampler counts the tenant connections (databases named prefix...)
+// in pg_stat_activity every 100ms, and opens a fresh outside connection at
+// each sample, until stop.
+type connSampler struct {
+	stopc   chan struct{}
+	wg      sync.WaitGroup
+	peak    int
+	samples int
+	errs    []error // failed counts and refused outside connections
+}
+
+// startConnSampler starts a sampler; countConns counts once, outside
+// connects once.
+func startConnSampler(ctx context.Context, admin *sql.DB, dsn, prefix string) (s *connSampler, countConns func() (int, error)) {
+	countConns = func() (int, error) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var n int
+		err := admin.QueryRowContext(cctx, "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1", prefix+"%").Scan(&n)
+		return n, err
+	}
+	s = &connSampler{stopc: make(chan struct{})}
+	s.wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stopc:
+				return
+			case <-tick.C:
+			}
+			n, err := countConns()
+			if err != nil {
+				s.errs = append(s.errs, fmt.Errorf("counting connections: %w", err))
+				continue
+			}
+			s.samples++
+			s.peak = max(s.peak, n)
+			if err := outsideConnect(ctx, dsn); err != nil {
+				s.errs = append(s.errs, err)
+			}
+		}
+	})
+	return s, countConns
+}
+
+// stop stops the sampler; its figures may be read afterwards.
+func (s *connSampler) stop() {
+	close(s.stopc)
+	s.wg.Wait()
 }
