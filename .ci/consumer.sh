@@ -81,6 +81,7 @@ go get \
 	"github.com/rescache/rescache@$version" \
 	"github.com/rescache/rescache/sqladapter@$version" \
 	"github.com/rescache/rescache/budget/redisbudget@$version" \
+	"github.com/rescache/rescache/pgxadapter@$version" \
 	"github.com/rescache/rescache/redisadapter@$version" \
 	"github.com/rescache/rescache/promcollector@$version" \
 	"github.com/rescache/rescache/otelmetrics@$version" \

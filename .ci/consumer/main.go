@@ -16,6 +16,7 @@ import (
 	"github.com/rescache/rescache"
 	"github.com/rescache/rescache/budget/redisbudget"
 	"github.com/rescache/rescache/otelmetrics"
+	"github.com/rescache/rescache/pgxadapter"
 	"github.com/rescache/rescache/promcollector"
 	"github.com/rescache/rescache/redisadapter"
 	"github.com/rescache/rescache/sqladapter"
@@ -88,3 +89,6 @@ func main() {
 // The fleet budget installs and builds too: one budget for every process,
 // through Redis, behind sqladapter's Options.Budget.
 var _ = redisbudget.New
+
+// And the pgx adapter: one pgxpool.Pool per tenant.
+var _ = pgxadapter.New[string]
