@@ -23,7 +23,14 @@
 // stops opening connections beyond that share, asks its pools to close
 // idle ones down to it, logs the switch once and counts it
 // (budget.Stats.Fallbacks). Once Redis answers again it registers the
-// places it holds and returns to the fleet budget. The bound holds through
+// places it holds (its count in Redis is set to them, not raised as a take
+// Redis could refuse) and returns to the fleet budget; that first answer
+// also holds every new place in the fleet back for two thirds of a lease,
+// while the other processes, perhaps on their fallback shares too,
+// register theirs. A process that starts asks Redis for its places and
+// turns to its fallback share only when Redis has not answered for two
+// thirds of a lease, so that a newcomer never opens connections the fleet
+// does not count while Redis answers the others. The bound holds through
 // a Redis outage when every process's LocalMax together stays within Max
 // (LocalMax × the most processes you run ≤ Max: the default is Max/4); and
 // when Redis restarts empty (or the fleet first starts) it grants no place
@@ -34,7 +41,8 @@
 // reach it keeps the connections that are busy when its lease runs out
 // until they are returned (it closes idle ones at once and opens nothing
 // beyond LocalMax), while the fleet has given its places to others; the
-// server may then see up to that process's busy connections beyond Max.
+// server may then see up to max(that process's busy connections, LocalMax)
+// beyond Max, until it reaches Redis again.
 //
 // # Fairness
 //
@@ -79,7 +87,8 @@ type Options struct {
 	Max int
 
 	// LocalMax is the share this process keeps to while it cannot reach
-	// Redis (and while it starts, before Redis has answered). Choose it so
+	// Redis (and, when it starts, from two thirds of a lease on if Redis has
+	// not answered by then). Choose it so
 	// that LocalMax times the most processes you run stays within Max.
 	//
 	// default: 0, meaning max(1, Max/4).
@@ -115,16 +124,16 @@ type Budget struct {
 	reclaimers budget.Reclaimers
 
 	// opMu serialises this process's scripts, so that what Redis counts
-	// for it (registered) and what it holds (leased) stay in step: one
-	// round trip at a time, never under mu.
-	opMu       sync.Mutex
-	registered int // Redis's count for this process after its last script; guarded by opMu
+	// for it and what it holds (leased) stay in step: one round trip at a
+	// time, never under mu. It guards no field.
+	opMu sync.Mutex
 
 	mu         sync.Mutex // guards the fields below
 	held       int        // places used by connections of this process
 	leased     int        // places registered for this process (>= held while on the fleet budget)
 	validUntil time.Time  // the lease is trusted until then
 	fallback   bool       // on the LocalMax share
+	returning  bool       // a renewal sent on the fallback share is in flight: no local place until it ends
 	waiters    []chan struct{}
 	fleetHeld  int
 	queued     int       // instances queued in Redis, at the last answer
@@ -144,8 +153,9 @@ var _ budget.Budget = (*Budget)(nil)
 
 // New returns a fleet budget and starts its two goroutines (the lease
 // renewer and the listener for other processes' needs), which Close stops.
-// It answers at once: if Redis does not answer, the budget starts on its
-// fallback share and joins the fleet when Redis does. It returns an error
+// It answers at once: places are asked of Redis; if Redis does not answer
+// for two thirds of a lease, the budget turns to its fallback share and
+// joins the fleet when Redis does. It returns an error
 // for invalid options.
 func New(o Options) (*Budget, error) {
 	switch {
@@ -173,12 +183,17 @@ func New(o Options) (*Budget, error) {
 	}
 	p := "{" + o.Name + "}:"
 	b := &Budget{
-		o:        o,
-		keys:     []string{p + "holders", p + "counts", p + "queue", p + "alive", p + "epoch"},
-		channel:  p + "need",
-		retry:    min(o.Lease/10, 50*time.Millisecond),
-		fallback: true, // until Redis has answered
-		stop:     make(chan struct{}),
+		o:       o,
+		keys:    []string{p + "holders", p + "counts", p + "queue", p + "alive", p + "epoch"},
+		channel: p + "need",
+		retry:   min(o.Lease/10, 50*time.Millisecond),
+		// Until Redis first answers, places are asked of Redis (and
+		// refused while it does not answer); the fallback share begins
+		// only two thirds of a lease later, as after a lost renewal, so
+		// that a process that starts while the fleet is full does not
+		// open LocalMax connections Redis does not count.
+		validUntil: time.Now().Add(o.Lease - o.Lease/3),
+		stop:       make(chan struct{}),
 	}
 	b.done.Add(2)
 	go b.renewer()
@@ -197,9 +212,10 @@ type reply struct {
 
 // place runs placeScript with delta for this process, and on an answer
 // extends the lease's trust (from the send time). mine is the places the
-// process holds, registered if Redis does not know it. The caller holds
-// opMu.
-func (b *Budget) place(ctx context.Context, delta, mine int, waiting, served bool) (reply, error) {
+// process holds, registered if Redis does not know it (and in any case
+// when set: a renewal). returning marks the first renewal answered after
+// the fallback share. The caller holds opMu.
+func (b *Budget) place(ctx context.Context, delta, mine int, waiting, served, set, returning bool) (reply, error) {
 	flag := func(v bool) string {
 		if v {
 			return "1"
@@ -209,7 +225,7 @@ func (b *Budget) place(ctx context.Context, delta, mine int, waiting, served boo
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, b.o.Lease/3)
 	defer cancel()
-	res, err := placeScript.Run(ctx, b.o.Client, b.keys, b.o.Instance, delta, b.o.Max, b.o.Lease.Milliseconds(), mine, flag(waiting), flag(served)).Int64Slice()
+	res, err := placeScript.Run(ctx, b.o.Client, b.keys, b.o.Instance, delta, b.o.Max, b.o.Lease.Milliseconds(), mine, flag(waiting), flag(served), flag(set), flag(returning)).Int64Slice()
 	if err != nil {
 		return reply{}, err
 	}
@@ -217,7 +233,6 @@ func (b *Budget) place(ctx context.Context, delta, mine int, waiting, served boo
 		return reply{}, fmt.Errorf("redisbudget: the place script answered %v", res)
 	}
 	r := reply{granted: res[0] == 1, fleetHeld: int(res[1]), queued: int(res[2]), registered: int(res[4]), sent: sent}
-	b.registered = r.registered
 	b.mu.Lock()
 	b.fleetHeld, b.queued = r.fleetHeld, r.queued
 	if until := sent.Add(b.o.Lease - b.o.Lease/3); until.After(b.validUntil) {
@@ -262,7 +277,9 @@ func (b *Budget) take(ctx context.Context, waiting, last bool) (bool, error) {
 	b.mu.Lock()
 	b.checkTrustLocked(time.Now())
 	if b.fallback {
-		ok := b.held < b.o.LocalMax
+		// Not while a renewal takes this process back to the fleet: Redis
+		// is being told what it holds.
+		ok := b.held < b.o.LocalMax && !b.returning
 		if ok {
 			b.held++
 			b.leased++
@@ -276,7 +293,7 @@ func (b *Budget) take(ctx context.Context, waiting, last bool) (bool, error) {
 	b.mu.Lock()
 	mine := b.leased
 	b.mu.Unlock()
-	r, err := b.place(ctx, 1, mine, waiting, waiting && last)
+	r, err := b.place(ctx, 1, mine, waiting, waiting && last, false, false)
 	b.mu.Lock()
 	if err == nil && r.granted {
 		b.held++
@@ -396,20 +413,23 @@ func (b *Budget) Release() {
 		return
 	}
 	b.held--
-	b.leased--
-	fallback := b.fallback
-	b.mu.Unlock()
-	if fallback {
-		return // Redis hears of it when the renewer reconciles
+	if b.fallback {
+		b.leased--
+		b.mu.Unlock()
+		return // Redis hears of it when the renewer sets the count
 	}
+	b.mu.Unlock()
+	// leased changes under opMu on the fleet budget, so that a renewal
+	// never sets Redis's count to a value this release then lowers again.
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
 	b.mu.Lock()
+	b.leased--
 	mine := b.leased
 	b.mu.Unlock()
 	// mine already counts this release: Redis's count for this process,
 	// if it lost it, is mine; else its count less one.
-	if _, err := b.place(context.Background(), -1, mine+1, false, false); err != nil {
+	if _, err := b.place(context.Background(), -1, mine+1, false, false, false, false); err != nil {
 		// Redis counts the place until the renewer reconciles: the fleet
 		// holds less than Redis believes, never more.
 		b.debug("release not sent: " + err.Error())
@@ -511,20 +531,17 @@ func (b *Budget) renew() {
 	b.opMu.Lock()
 	b.mu.Lock()
 	mine := b.leased
+	returning := b.fallback
+	b.returning = returning
 	b.mu.Unlock()
-	delta := 0
-	if !b.fallbackNow() {
-		delta = mine - b.registered
-	}
-	r, err := b.place(context.Background(), delta, mine, false, false)
-	if err == nil && r.registered != mine {
-		// Back from the fallback share, with a count Redis kept: set it
-		// to what this process holds.
-		r, err = b.place(context.Background(), mine-r.registered, mine, false, false)
-	}
+	// Set, not add: Redis's count for this process becomes what it holds,
+	// whatever it kept (a release not sent, a take whose answer was lost,
+	// places taken on the fallback share).
+	r, err := b.place(context.Background(), 0, mine, false, false, true, returning)
 	b.opMu.Unlock()
 
 	b.mu.Lock()
+	b.returning = false
 	now := time.Now()
 	if err != nil {
 		b.renewFails++
@@ -537,20 +554,17 @@ func (b *Budget) renew() {
 		}
 		return
 	}
-	if b.fallback {
+	if b.fallback && returning {
+		// (A renewal sent on the fleet budget and answered after the
+		// switch to the fallback share set a count that places taken
+		// since may exceed: the next renewal, a returning one, sets it.)
 		b.fallback = false
-		if b.o.Logger != nil && b.fallbacks > 0 {
+		if b.o.Logger != nil {
 			b.o.Logger.LogAttrs(context.Background(), slog.LevelInfo, "redisbudget: Redis answers again; back on the fleet budget",
 				slog.String("budget", b.o.Name), slog.String("instance", b.o.Instance), slog.Int("fleet_held", r.fleetHeld))
 		}
 	}
 	b.mu.Unlock()
-}
-
-func (b *Budget) fallbackNow() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.fallback
 }
 
 // shed asks the pools to close idle connections until this process holds

@@ -28,7 +28,13 @@ import "github.com/redis/go-redis/v9"
 // places it says it holds (ARGV[5]) whatever the total: those connections
 // exist, and refusing to count them would only hide them. ARGV[6] = 1 marks
 // a caller that waits (it joins the queue when refused), ARGV[7] = 1 one
-// whose waiters are all served (it leaves the queue).
+// whose waiters are all served (it leaves the queue). ARGV[8] = 1 sets the
+// instance's count to ARGV[5] whatever the total (a renewal: what the
+// instance holds exists, and a count Redis refused to raise would hide it
+// for good). ARGV[9] = 1 marks an instance back from its fallback share
+// after Redis did not answer it: the others may still be on theirs, with
+// places Redis does not count, so the store grants no new place for two
+// thirds of a lease (as after a loss of data) while they register them.
 //
 // It returns {granted (0/1), places the fleet holds, instances queued,
 // now, places counted for this instance}.
@@ -36,10 +42,15 @@ var placeScript = redis.NewScript(`
 local holders, counts, queue, alive, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, delta, max, lease, mine = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local waiting, served = ARGV[6] == '1', ARGV[7] == '1'
+local set, returning = ARGV[8] == '1', ARGV[9] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local ep = redis.call('GET', epoch)
+if ep and returning and tonumber(ep) < now + math.floor(lease * 2 / 3) then
+	ep = now + math.floor(lease * 2 / 3)
+	redis.call('SET', epoch, ep)
+end
 if not ep then
 	-- A store without the fleet's state (new, or it lost its data): the
 	-- instances that hold places register them at their next renewal,
@@ -75,10 +86,13 @@ end
 
 local granted = 1
 local want = base + delta
+if set then
+	want = mine
+end
 if want < 0 then
 	want = 0
 end
-if delta > 0 then
+if delta > 0 and not set then
 	local ahead = redis.call('ZCARD', queue)
 	local myTurn = redis.call('ZSCORE', queue, id)
 	if myTurn then
