@@ -43,6 +43,7 @@ package pgxadapter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -421,6 +422,37 @@ func PoolStats[K comparable](c *rescache.Cache[K, *pgxpool.Pool]) map[K]*pgxpool
 		out[k] = p.Stat()
 	}
 	return out
+}
+
+// DBStats returns the figures of every tenant's pool in the form of
+// sql.DBStats, for the exporters that take that form
+// (promcollector.NewSQLPoolsFunc, otelmetrics.RegisterSQLPools), so that
+// they need not import pgx. The fields map as: MaxOpenConnections =
+// MaxConns, OpenConnections = TotalConns, InUse = AcquiredConns, Idle =
+// IdleConns, WaitCount = EmptyAcquireCount (acquires that found no idle
+// connection and waited for one), WaitDuration = EmptyAcquireWaitTime,
+// MaxIdleTimeClosed = MaxIdleDestroyCount, MaxLifetimeClosed =
+// MaxLifetimeDestroyCount; MaxIdleClosed is 0 (pgxpool has no idle limit
+// but MinIdleConns).
+func DBStats[K comparable](c *rescache.Cache[K, *pgxpool.Pool]) map[K]sql.DBStats {
+	out := make(map[K]sql.DBStats)
+	for k, p := range c.All() {
+		out[k] = dbStats(p.Stat())
+	}
+	return out
+}
+
+func dbStats(s *pgxpool.Stat) sql.DBStats {
+	return sql.DBStats{
+		MaxOpenConnections: int(s.MaxConns()),
+		OpenConnections:    int(s.TotalConns()),
+		InUse:              int(s.AcquiredConns()),
+		Idle:               int(s.IdleConns()),
+		WaitCount:          s.EmptyAcquireCount(),
+		WaitDuration:       s.EmptyAcquireWaitTime(),
+		MaxIdleTimeClosed:  s.MaxIdleDestroyCount(),
+		MaxLifetimeClosed:  s.MaxLifetimeDestroyCount(),
+	}
 }
 
 // PoolBudget returns the figures of the cache's budget; the zero

@@ -167,6 +167,10 @@ func TestPoolsServeAndReport(t *testing.T) {
 	if b := PoolBudget(c); b.Max != 4 || b.Held < 2 || b.Held > 4 {
 		t.Errorf("PoolBudget = %+v; want Max 4 and the 2 to 4 connections open", b)
 	}
+	ds := DBStats(c)
+	if len(ds) != 2 || ds["a"].OpenConnections != int(st["a"].TotalConns()) || ds["a"].MaxOpenConnections != int(st["a"].MaxConns()) || ds["a"].InUse != 0 {
+		t.Errorf("DBStats = %+v; want the pgxpool figures of two idle pools", ds)
+	}
 }
 
 // Under concurrent queries over many tenants, the connections open on the

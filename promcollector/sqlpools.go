@@ -80,6 +80,20 @@ func NewSQLPools[K comparable](name string, c *rescache.Cache[K, *sql.DB], opts 
 	}, opts)
 }
 
+// NewSQLPoolsFunc is [NewSQLPools] for pools that are not a cache of
+// *sql.DB: stats returns the figures of every open tenant's pool, in
+// sql.DBStats form, once per scrape. pgxadapter.DBStats gives those of a
+// cache of pgxpool.Pool, so that this package need not import pgx.
+func NewSQLPoolsFunc[K comparable](name string, stats func() map[K]sql.DBStats, opts *SQLPoolOptions[K]) prometheus.Collector {
+	return newSQLPools(name, func(yield func(K, sql.DBStats) bool) {
+		for k, s := range stats() {
+			if !yield(k, s) {
+				return
+			}
+		}
+	}, opts)
+}
+
 // newSQLPools is NewSQLPools with the source of the stats as a sequence.
 func newSQLPools[K comparable](name string, pools iter.Seq2[K, sql.DBStats], opts *SQLPoolOptions[K]) *sqlPoolsCollector[K] {
 	var o SQLPoolOptions[K]

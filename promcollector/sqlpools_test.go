@@ -174,3 +174,25 @@ func merge(ms ...map[string]float64) map[string]float64 {
 	}
 	return out
 }
+
+// NewSQLPoolsFunc reports the figures its function returns, in the same
+// series as NewSQLPools (here as pgxadapter.DBStats would give them).
+func TestSQLPoolsFunc(t *testing.T) {
+	stats := map[string]sql.DBStats{
+		"acme":   {OpenConnections: 3, InUse: 1, Idle: 2, WaitCount: 4},
+		"globex": {OpenConnections: 1, Idle: 1},
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(promcollector.NewSQLPoolsFunc("pgx", func() map[string]sql.DBStats { return stats }, &promcollector.SQLPoolOptions[string]{Tenant: true}))
+	got := scrape(t, serveMetrics(t, reg), "pgx")
+	for k, want := range map[string]float64{
+		`rescache_sql_open_connections{tenant="acme"}`:   3,
+		`rescache_sql_in_use_connections{tenant="acme"}`: 1,
+		`rescache_sql_idle_connections{tenant="globex"}`: 1,
+		`rescache_sql_wait_count_total{tenant="acme"}`:   4,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v; want %v (scrape: %v)", k, got[k], want, got)
+		}
+	}
+}
