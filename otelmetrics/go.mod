@@ -4,6 +4,7 @@ go 1.25.0
 
 require (
 	github.com/rescache/rescache v0.2.0
+	github.com/rescache/rescache/budget v0.2.0
 	go.opentelemetry.io/otel v1.46.0
 	go.opentelemetry.io/otel/metric v1.46.0
 	go.opentelemetry.io/otel/sdk/metric v1.46.0
@@ -19,7 +20,11 @@ require (
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/sdk v1.46.0 // indirect
 	go.opentelemetry.io/otel/trace v1.46.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 )
 
-replace github.com/rescache/rescache => ../
+replace (
+	github.com/rescache/rescache => ../
+	github.com/rescache/rescache/budget => ../budget
+)
