@@ -127,8 +127,9 @@ func freePort(t *testing.T) int {
 // TestFleetBudget runs three tenantserver processes against PostgreSQL with
 // one fleet budget through a Redis of the test's own, under concurrent HTTP
 // load on many tenants spread over all three. During the load one instance
-// is killed with SIGKILL and replaced, and the Redis is killed and started
-// again. Tenant connections, sampled every 100ms in pg_stat_activity, never
+// is killed with SIGKILL and replaced, every instance is then replaced in
+// turn (a rolling update: the new one starts before the old one gets
+// SIGTERM), and the Redis is killed and started again. Tenant connections, sampled every 100ms in pg_stat_activity, never
 // exceed the fleet budget; live instances answer every request with 2xx; an
 // outside connection always succeeds; the crashed instance's places return
 // within the lease (3s) plus a renewal; every instance returns to the fleet
@@ -291,6 +292,39 @@ func TestFleetBudget(t *testing.T) {
 
 	}
 	time.Sleep(2 * time.Second)
+
+	// A rolling update: each instance in turn gets its successor first,
+	// then stops gracefully (SIGTERM), new before old. A stopped instance
+	// leaves the fleet as it exits, so Redis no longer counts it.
+	instMu.Lock()
+	olds := append([]*fleetInstance(nil), live...)
+	instMu.Unlock()
+	rolled := time.Now()
+	for _, old := range olds {
+		successor := startFleetInstance(t, bin, args...)
+		all = append(all, successor)
+		instMu.Lock()
+		live = append(slices.DeleteFunc(live, func(in *fleetInstance) bool { return in == old }), successor)
+		instMu.Unlock()
+		old.dead.Store(true) // its answers from now on do not count
+		old.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-old.exited:
+			if err != nil {
+				t.Errorf("instance %s stopped with SIGTERM: %v; want a clean exit", old.id, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("instance %s did not stop within 30s of SIGTERM", old.id)
+		}
+		if !perProcess {
+			if ok, err := rc.HExists(ctx, countsKey, old.id).Result(); err != nil || ok {
+				t.Errorf("Redis still counts instance %s after its graceful stop (%v)", old.id, err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // the successor serves before the next one rolls
+	}
+	rollTime := time.Since(rolled)
+	time.Sleep(time.Second)
 	backRE := regexp.MustCompile(`back on the fleet budget`)
 	fellRE := regexp.MustCompile(`on the local fallback share`)
 	if !perProcess {
@@ -363,8 +397,8 @@ func TestFleetBudget(t *testing.T) {
 			fleetMax, tenants, requests.Load(), non2xx.Load(), pct(.5), pct(.99), peak, samples, len(outsideErrs))
 		return
 	}
-	t.Logf("fleet of 3 (one crashed and replaced, Redis killed and restarted), fleet budget %d, local share %d, %d tenants: %d requests to live instances, %d non-2xx, p50 %v p99 %v; peak tenant connections %d (%d samples); outside connection failures %d; crashed instance's places back after %v; %d of %d instances fell back during the Redis outage; the replacement served %d requests",
-		fleetMax, localConns, tenants, requests.Load(), non2xx.Load(), pct(.5), pct(.99), peak, samples, len(outsideErrs), back.Round(10*time.Millisecond), fell, len(live), replacement.served.Load())
+	t.Logf("fleet of 3 (one crashed and replaced, a rolling update of all 3 in %v, Redis killed and restarted), fleet budget %d, local share %d, %d tenants: %d requests to live instances, %d non-2xx, p50 %v p99 %v; peak tenant connections %d (%d samples); outside connection failures %d; crashed instance's places back after %v; %d of %d instances fell back during the Redis outage; the replacement served %d requests",
+		rollTime.Round(10*time.Millisecond), fleetMax, localConns, tenants, requests.Load(), non2xx.Load(), pct(.5), pct(.99), peak, samples, len(outsideErrs), back.Round(10*time.Millisecond), fell, len(live), replacement.served.Load())
 	if peak > fleetMax {
 		t.Errorf("pg_stat_activity showed %d tenant connections; the fleet budget is %d", peak, fleetMax)
 	}
