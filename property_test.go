@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -455,11 +456,14 @@ func testPropertyMatchesModel(t *testing.T, policy Policy, maxEntries int) {
 }
 
 // TestPropertyConcurrent: many goroutines over few keys, with random build
-// delays, errors and panics, random lease spans and a small MaxEntries.
-// Checked in every case: no key is built while a build of it runs or while
-// its entry is found (no double build while the entry lives), no value is
-// closed while leased, and after Shutdown every value built was closed
-// exactly once and nothing is pending.
+// delays, errors, panics and Goexits (which end the worker that ran the
+// build inline), nested Gets of other keys, random lease spans,
+// slow Closes and a small MaxEntries. Checked in every case: no key is
+// built while a build of it runs or while its entry is found (no double
+// build while the entry lives), no value is closed while leased, the
+// values open never exceed MaxEntries' bound, and after Shutdown every
+// value built was closed exactly once and nothing is pending. (Refresh,
+// whose build runs while its entry is found, is the fault injection's.)
 // Each case runs with LRU or TinyLFU.
 func TestPropertyConcurrent(t *testing.T) {
 	params := gopter.DefaultTestParameters()
@@ -498,8 +502,9 @@ func runConcurrentCase(seed uint64, workers, keys, maxEntries int, policy Policy
 	}
 	building := make([]atomic.Int32, keys)
 	var vals []*cval
+	var open, peak atomic.Int64 // values built and not yet closed
 	var c *Cache[int, *cval]
-	c, err := New(func(_ context.Context, key int) (*cval, error) {
+	c, err := New(func(ctx context.Context, key int) (*cval, error) {
 		if n := building[key].Add(1); n != 1 {
 			fail("key %d: %d builds at once", key, n)
 		}
@@ -509,13 +514,22 @@ func runConcurrentCase(seed uint64, workers, keys, maxEntries int, policy Policy
 		}
 		r := rand.New(rand.NewPCG(seed, uint64(key)))
 		time.Sleep(time.Duration(r.IntN(200)) * time.Microsecond)
-		switch r.IntN(10) {
+		switch r.IntN(13) {
 		case 0:
 			return nil, errors.New("build failed")
 		case 1:
 			panic("build panicked")
+		case 2:
+			runtime.Goexit()
+		case 3:
+			if key+1 < keys { // nested, of a key above: no cycle across callers
+				c.Get(ctx, key+1)
+			}
 		}
 		v := &cval{key: key}
+		if n := open.Add(1); n > peak.Load() {
+			peak.Store(n) // a high-water mark; racy stores only lower it
+		}
 		mu.Lock()
 		vals = append(vals, v)
 		mu.Unlock()
@@ -528,6 +542,10 @@ func runConcurrentCase(seed uint64, workers, keys, maxEntries int, policy Policy
 				fail("value of key %d closed with %d leases out", v.key, n)
 			}
 			v.closes.Add(1)
+			open.Add(-1)
+			if r := rand.New(rand.NewPCG(seed, uint64(v.key)<<32|uint64(v.closes.Load()))); r.IntN(3) == 0 {
+				time.Sleep(time.Duration(r.IntN(300)) * time.Microsecond) // a slow Close
+			}
 			return nil
 		},
 	})
@@ -561,6 +579,12 @@ func runConcurrentCase(seed uint64, workers, keys, maxEntries int, policy Policy
 		}()
 	}
 	wg.Wait()
+	// MaxEntries bounds the values open: beyond it, max(MaxConcurrentBuilds,
+	// 16) units, the removed values a lease keeps open (at most one per
+	// worker here) and the nested builds' values (at most one per key).
+	if bound := int64(maxEntries + closeBacklog + workers + keys); maxEntries > 0 && peak.Load() > bound {
+		fail("%d values open at once; MaxEntries %d allows %d here", peak.Load(), maxEntries, bound)
+	}
 	if err := c.Shutdown(context.Background()); err != nil {
 		return "Shutdown: " + err.Error()
 	}
