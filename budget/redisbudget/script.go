@@ -34,7 +34,8 @@ import "github.com/redis/go-redis/v9"
 // for good). ARGV[9] = 1 marks an instance back from its fallback share
 // after Redis did not answer it: the others may still be on theirs, with
 // places Redis does not count, so the store grants no new place for two
-// thirds of a lease (as after a loss of data) while they register them.
+// thirds of a lease (as after a loss of data) while they register them;
+// a return within a window already running does not extend it.
 //
 // It returns {granted (0/1), places the fleet holds, instances queued,
 // now, places counted for this instance}.
@@ -47,7 +48,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local ep = redis.call('GET', epoch)
-if ep and returning and tonumber(ep) < now + math.floor(lease * 2 / 3) then
+if ep and returning and tonumber(ep) <= now then
 	ep = now + math.floor(lease * 2 / 3)
 	redis.call('SET', epoch, ep)
 end
