@@ -53,7 +53,11 @@
 // queued ahead of it, and every process that hears a need asks its pools
 // to close their idle connections (the least recently used tenant's first)
 // and closes connections put back in its pools instead of keeping them
-// (budget.Budget's Contended), so that places flow to the waiter.
+// (budget.Budget's Contended), so that places flow to the waiter. What this
+// does not bound: a release goes to this process's own first waiter, with
+// no round trip, before the fleet; so a process whose callers wait without
+// pause keeps the places it has, and another process's waiter waits until
+// that load eases (its wait has no bound yet).
 package redisbudget
 
 import (
