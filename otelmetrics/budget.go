@@ -32,35 +32,18 @@ func RegisterBudget(meter metric.Meter, name string, stats func() budget.Stats) 
 	if stats == nil {
 		return nil, errors.New("otelmetrics: RegisterBudget with a nil stats function")
 	}
-	var (
-		errs []error
-		obs  []metric.Observable
-	)
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		obs = append(obs, i)
-		return i
-	}
-	gauge := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
-		i, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		obs = append(obs, i)
-		return i
-	}
+	in := &instruments{meter: meter}
+	counter, gauge := in.counter, in.gauge
 	maxPlaces := gauge("rescache.budget.max", "{connection}", "Size of the connection budget (of the whole fleet, for a fleet budget).")
 	held := gauge("rescache.budget.held", "{connection}", "Places of the budget this process holds.")
 	fleetHeld := gauge("rescache.budget.fleet_held", "{connection}", "Places the whole fleet holds, as last seen.")
 	waiting := gauge("rescache.budget.waiting", "{connection}", "Connections waiting for a place.")
 	fallback := gauge("rescache.budget.fallback", "1", "1 while a fleet budget is on its local fallback share.")
 	waits := counter("rescache.budget.waits", "{connection}", "Connections that found the budget full and waited.")
-	waitTime, err := meter.Float64ObservableCounter("rescache.budget.wait.time", metric.WithUnit("s"),
-		metric.WithDescription("Time connections waited for a place."))
-	errs = append(errs, err)
-	obs = append(obs, waitTime)
+	waitTime := in.seconds("rescache.budget.wait.time", "Time connections waited for a place.")
 	renewFailures := counter("rescache.budget.renew_failures", "{renewal}", "Failed lease renewals of a fleet budget.")
 	fallbacks := counter("rescache.budget.fallbacks", "{switch}", "Switches of a fleet budget to its local fallback share.")
-	if err := errors.Join(errs...); err != nil {
+	if err := in.err(); err != nil {
 		return nil, fmt.Errorf("otelmetrics: creating the budget instruments: %w", err)
 	}
 	at := metric.WithAttributeSet(attribute.NewSet(CacheKey.String(name)))
@@ -80,7 +63,7 @@ func RegisterBudget(meter metric.Meter, name string, stats func() budget.Stats) 
 		o.ObserveInt64(renewFailures, s.RenewFailures, at)
 		o.ObserveInt64(fallbacks, s.Fallbacks, at)
 		return nil
-	}, obs...)
+	}, in.obs...)
 	if err != nil {
 		return nil, fmt.Errorf("otelmetrics: registering the budget callback: %w", err)
 	}

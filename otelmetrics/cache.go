@@ -52,32 +52,15 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 	if c == nil {
 		return nil, errors.New("otelmetrics: RegisterCache with a nil Statser")
 	}
-	var (
-		errs []error
-		obs  []metric.Observable
-	)
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		obs = append(obs, i)
-		return i
-	}
-	gauge := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
-		i, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		obs = append(obs, i)
-		return i
-	}
+	in := &instruments{meter: meter}
+	counter, gauge := in.counter, in.gauge
 	hits := counter("rescache.hits", "{call}", "Calls of Get, Lease and Acquire served by a found entry.")
 	misses := counter("rescache.misses", "{call}", "Calls of Get, Lease and Acquire that waited for a build, started or joined.")
 	errorHits := counter("rescache.error_hits", "{call}", "Calls answered with a remembered build error (ErrorTTL).")
 	builds := counter("rescache.builds", "{build}", "Calls of the build function.")
 	buildErrors := counter("rescache.build.errors", "{build}", "Builds that failed: returned an error, panicked or ran out of time.")
 	buildPanics := counter("rescache.build.panics", "{build}", "Builds that panicked (also counted in rescache.build.errors).")
-	buildTime, err := meter.Float64ObservableCounter("rescache.build.time", metric.WithUnit("s"),
-		metric.WithDescription("Time spent in finished builds; divided by rescache.builds, the mean build latency."))
-	errs = append(errs, err)
-	obs = append(obs, buildTime)
+	buildTime := in.seconds("rescache.build.time", "Time spent in finished builds; divided by rescache.builds, the mean build latency.")
 	evictions := counter("rescache.evictions", "{entry}", "Found entries that left the cache, by reason.")
 	closes := counter("rescache.closes", "{value}", "Values closed: calls of the Closer hook, failed or not.")
 	closeErrors := counter("rescache.close.errors", "{value}", "Calls of the Closer hook that returned an error or panicked.")
@@ -90,7 +73,7 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 	refreshes := counter("rescache.refreshes", "{refresh}", "Refreshes finished (Refresh, RefreshAfter), whatever their outcome.")
 	refreshErrors := counter("rescache.refresh.errors", "{refresh}", "Refreshes that failed; the old value stayed.")
 	leaseLeaks := counter("rescache.lease.leaks", "{lease}", "Leases held past LeakThreshold, or dropped without Release.")
-	if err := errors.Join(errs...); err != nil {
+	if err := in.err(); err != nil {
 		return nil, fmt.Errorf("otelmetrics: creating the cache instruments: %w", err)
 	}
 
@@ -134,9 +117,41 @@ func RegisterCache(meter metric.Meter, name string, c Statser) (metric.Registrat
 		count(o, refreshErrors, s.RefreshErrors, at)
 		count(o, leaseLeaks, s.LeaseLeaks, at)
 		return nil
-	}, obs...)
+	}, in.obs...)
 	if err != nil {
 		return nil, fmt.Errorf("otelmetrics: registering the cache callback: %w", err)
 	}
 	return reg, nil
 }
+
+// instruments creates the observable instruments of one registration,
+// collecting the errors and the instruments for RegisterCallback.
+type instruments struct {
+	meter metric.Meter
+	errs  []error
+	obs   []metric.Observable
+}
+
+func (in *instruments) counter(name, unit, desc string) metric.Int64ObservableCounter {
+	i, err := in.meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	in.errs = append(in.errs, err)
+	in.obs = append(in.obs, i)
+	return i
+}
+
+func (in *instruments) gauge(name, unit, desc string) metric.Int64ObservableUpDownCounter {
+	i, err := in.meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	in.errs = append(in.errs, err)
+	in.obs = append(in.obs, i)
+	return i
+}
+
+// seconds is a float counter of seconds.
+func (in *instruments) seconds(name, desc string) metric.Float64ObservableCounter {
+	i, err := in.meter.Float64ObservableCounter(name, metric.WithUnit("s"), metric.WithDescription(desc))
+	in.errs = append(in.errs, err)
+	in.obs = append(in.obs, i)
+	return i
+}
+
+func (in *instruments) err() error { return errors.Join(in.errs...) }
