@@ -11,6 +11,7 @@ require (
 	github.com/redis/go-redis/v9 v9.22.0
 	github.com/rescache/rescache v0.2.0
 	github.com/rescache/rescache/budget/redisbudget v0.2.0
+	github.com/rescache/rescache/pgxadapter v0.2.0
 	github.com/rescache/rescache/promcollector v0.2.0
 	github.com/rescache/rescache/sqladapter v0.2.0
 	go.uber.org/goleak v1.3.0
@@ -48,6 +49,7 @@ replace (
 	github.com/rescache/rescache => ../
 	github.com/rescache/rescache/budget => ../budget
 	github.com/rescache/rescache/budget/redisbudget => ../budget/redisbudget
+	github.com/rescache/rescache/pgxadapter => ../pgxadapter
 	github.com/rescache/rescache/promcollector => ../promcollector
 	github.com/rescache/rescache/sqladapter => ../sqladapter
 )

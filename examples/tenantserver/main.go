@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	fs.StringVar(&cfg.DataDir, "data", defaultDataDir(), "directory of the tenants' SQLite files")
 	fs.StringVar(&cfg.PostgresDSN, "postgres", "", "serve tenants from PostgreSQL: a postgres:// DSN with the right to create databases")
 	fs.StringVar(&cfg.DBPrefix, "db-prefix", "tenant_", "PostgreSQL: prefix of the tenant database names")
+	fs.StringVar(&cfg.Driver, "driver", "database/sql", "tenant pools: database/sql (sqladapter) or pgxpool (pgxadapter; PostgreSQL only)")
 	fs.IntVar(&cfg.MaxTenants, "max-tenants", 100, "tenant pools open at once")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close the pool of a tenant unused this long")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "connection budget of all tenant pools; 0: PostgreSQL's max_connections - reserved - headroom (none with SQLite); -1: none")
@@ -122,7 +123,7 @@ func run(ctx context.Context, args []string, logw io.Writer, listening func(addr
 	if cerr := srv.Close(cctx); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("closing tenant pools: %w", cerr))
 	}
-	log.Info("stopped", "tenants_closed", srv.Tenants().Stats().Closes)
+	log.Info("stopped", "tenants_closed", srv.CacheStats().Closes)
 	return err
 }
 

@@ -19,14 +19,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/rescache/rescache/budget/redisbudget"
+	"github.com/rescache/rescache/pgxadapter"
 	_ "modernc.org/sqlite" // registers "sqlite"
 
 	"github.com/rescache/rescache"
@@ -83,6 +87,14 @@ type Config struct {
 	// default: 10.
 	ConnHeadroom int
 
+	// Driver chooses how tenants' pools are made: "database/sql" (the
+	// default: one *sql.DB per tenant through sqladapter, on pgx's stdlib
+	// driver or SQLite) or "pgxpool" (one *pgxpool.Pool per tenant through
+	// pgxadapter; PostgreSQL only).
+	//
+	// default: "", meaning "database/sql".
+	Driver string
+
 	// FleetRedis, when set, is the address of the Redis that coordinates
 	// one connection budget for every instance of a fleet
 	// (budget/redisbudget): FleetMaxConns places for all the instances'
@@ -118,7 +130,8 @@ type Config struct {
 // call [Server.Close] to close every pool.
 type Server struct {
 	mux     *http.ServeMux
-	tenants *rescache.Cache[string, *sql.DB]
+	tenants *rescache.Cache[string, *sql.DB]        // with Driver "database/sql"
+	pgx     *rescache.Cache[string, *pgxpool.Pool] // with Driver "pgxpool"
 	admin   *sql.DB // PostgreSQL only: creates tenant databases
 	dialect dialect
 	log     *slog.Logger
@@ -190,6 +203,15 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.ConnHeadroom == 0 {
 		cfg.ConnHeadroom = 10
+	}
+	switch cfg.Driver {
+	case "", "database/sql":
+	case "pgxpool":
+		if cfg.PostgresDSN == "" {
+			return nil, errors.New("tenantserver: -driver pgxpool needs -postgres")
+		}
+	default:
+		return nil, fmt.Errorf("tenantserver: unknown -driver %q; want database/sql or pgxpool", cfg.Driver)
 	}
 	s := &Server{mux: http.NewServeMux(), log: cfg.Logger}
 	if s.log == nil {
@@ -300,6 +322,19 @@ func NewServer(cfg Config) (*Server, error) {
 	} else {
 		opts.MaxTotalConns = s.budget.MaxConns
 	}
+	if cfg.Driver == "pgxpool" {
+		if err := s.newPgxTenants(cfg, opts); err != nil {
+			if s.fleet != nil {
+				s.fleet.Close()
+				s.fleetDB.Close()
+			}
+			s.admin.Close()
+			return nil, err
+		}
+		s.routes(promcollector.New("tenants", s.pgx),
+			promcollector.NewSQLPoolsFunc("tenants", func() map[string]sql.DBStats { return pgxadapter.DBStats(s.pgx) }, nil))
+		return s, nil
+	}
 	tenants, err := sqladapter.New(opts)
 	if err != nil {
 		if s.fleet != nil {
@@ -316,18 +351,72 @@ func NewServer(cfg Config) (*Server, error) {
 	// Prometheus metrics of the cache and of every open tenant pool, on a
 	// registry of the server's own (so two servers in one process do not
 	// collide).
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		promcollector.New("tenants", tenants),
+	s.routes(promcollector.New("tenants", tenants),
 		promcollector.NewSQLPools("tenants", tenants, nil),
-		promcollector.NewSQLBudget("tenants", tenants),
-	)
+		promcollector.NewSQLBudget("tenants", tenants))
+	return s, nil
+}
 
+// routes registers the handlers, and the collectors on a registry of the
+// server's own (so two servers in one process do not collide).
+func (s *Server) routes(collectors ...prometheus.Collector) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors...)
 	s.mux.HandleFunc("GET /t/{tenant}/notes", s.listNotes)
 	s.mux.HandleFunc("POST /t/{tenant}/notes", s.addNote)
 	s.mux.HandleFunc("GET /stats", s.stats)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return s, nil
+}
+
+// newPgxTenants makes the cache of one pgxpool.Pool per tenant
+// (Driver "pgxpool"), with the cache options, budget and database
+// creation of opts: the tenant's database is created in Config, its schema
+// by the pool's first connection (during the build's ping, so before the
+// pool is cached, and counted in the budget like any connection).
+func (s *Server) newPgxTenants(cfg Config, opts sqladapter.Options[string]) error {
+	base, err := url.Parse(cfg.PostgresDSN)
+	if err != nil {
+		return fmt.Errorf("tenantserver: %s: %v", sqladapter.RedactDSN(cfg.PostgresDSN), err)
+	}
+	co := rescache.Options[string, *pgxpool.Pool]{
+		MaxEntries: opts.Cache.MaxEntries, IdleTimeout: opts.Cache.IdleTimeout,
+		HealthCheckInterval: opts.Cache.HealthCheckInterval, Logger: opts.Cache.Logger,
+	}
+	c, err := pgxadapter.New(pgxadapter.Options[string]{
+		Config: func(ctx context.Context, tenant string) (*pgxpool.Config, error) {
+			name := cfg.DBPrefix + tenant
+			if err := s.createDatabase(ctx, name); err != nil {
+				return nil, err
+			}
+			u := *base
+			u.Path = "/" + name
+			pc, err := pgxpool.ParseConfig(u.String())
+			if err != nil {
+				return nil, err
+			}
+			pc.MaxConns = 10
+			var once sync.Once
+			var schemaErr error
+			pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+				once.Do(func() {
+					if _, err := conn.Exec(ctx, s.dialect.schema); err != nil && !isUniqueViolation(err) {
+						schemaErr = err
+					}
+				})
+				return schemaErr
+			}
+			return pc, nil
+		},
+		HealthCheck:   true,
+		MaxTotalConns: opts.MaxTotalConns,
+		Budget:        opts.Budget,
+		Cache:         co,
+	})
+	if err != nil {
+		return err
+	}
+	s.pgx = c
+	return nil
 }
 
 // deriveBudget returns the budget that leaves headroom connections of the
@@ -402,13 +491,31 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Handle adds a route to the server, for example a metrics endpoint.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Tenants returns the cache of tenant pools, for metrics.
+// Tenants returns the cache of tenant pools with Driver "database/sql",
+// for metrics; nil with "pgxpool" (see [Server.PgxTenants]).
 func (s *Server) Tenants() *rescache.Cache[string, *sql.DB] { return s.tenants }
+
+// PgxTenants returns the cache of tenant pools with Driver "pgxpool"; nil
+// otherwise.
+func (s *Server) PgxTenants() *rescache.Cache[string, *pgxpool.Pool] { return s.pgx }
+
+// CacheStats returns the figures of the tenants' cache, whichever Driver.
+func (s *Server) CacheStats() rescache.Stats {
+	if s.pgx != nil {
+		return s.pgx.Stats()
+	}
+	return s.tenants.Stats()
+}
 
 // Close closes every tenant pool, waiting until each is closed or ctx
 // ends. Call it after the HTTP server has stopped taking requests.
 func (s *Server) Close(ctx context.Context) error {
-	err := s.tenants.Shutdown(ctx)
+	var err error
+	if s.pgx != nil {
+		err = s.pgx.Shutdown(ctx)
+	} else {
+		err = s.tenants.Shutdown(ctx)
+	}
 	if s.fleet != nil {
 		// After the pools: their places go back to the fleet at once.
 		err = errors.Join(err, s.fleet.Close(), s.fleetDB.Close())
@@ -431,18 +538,84 @@ type note struct {
 // pool is not closed under its queries even if the tenant is evicted
 // meanwhile. A query that fails with a connection error goes to
 // [Server.fail], which discards the pool instead.
-func (s *Server) tenantDB(w http.ResponseWriter, r *http.Request) (l rescache.Lease[string, *sql.DB], ok bool) {
+func (s *Server) tenantDB(w http.ResponseWriter, r *http.Request) (l tenantLease, ok bool) {
 	tenant := r.PathValue("tenant")
 	if !validTenant.MatchString(tenant) {
 		http.Error(w, "tenant names are 1 to 32 of a-z, 0-9 and _", http.StatusBadRequest)
 		return l, false
 	}
-	l, err := s.tenants.Lease(r.Context(), tenant)
+	var err error
+	if s.pgx != nil {
+		var pl rescache.Lease[string, *pgxpool.Pool]
+		pl, err = s.pgx.Lease(r.Context(), tenant)
+		l = tenantLease{key: tenant, notes: pgxNotes{pl.Value(), s.dialect}, release: pl.Release, discard: pl.Discard}
+	} else {
+		var sl rescache.Lease[string, *sql.DB]
+		sl, err = s.tenants.Lease(r.Context(), tenant)
+		l = tenantLease{key: tenant, notes: sqlNotes{sl.Value(), s.dialect}, release: sl.Release, discard: sl.Discard}
+	}
 	if err != nil {
 		s.unavailable(w, r, "tenant unavailable", tenant, err)
-		return l, false
+		return tenantLease{}, false
 	}
 	return l, true
+}
+
+// tenantLease is a lease on a tenant's pool, whichever Driver: its
+// queries, and the lease's Release and Discard.
+type tenantLease struct {
+	key              string
+	notes            notesDB
+	release, discard func()
+}
+
+// notesDB runs the notes queries on one tenant's pool.
+type notesDB interface {
+	list(ctx context.Context) ([]note, error)
+	add(ctx context.Context, body string) (note, error)
+}
+
+// sqlNotes runs them on a *sql.DB.
+type sqlNotes struct {
+	db *sql.DB
+	d  dialect
+}
+
+func (n sqlNotes) list(ctx context.Context) ([]note, error) { return queryNotes(ctx, n.db, n.d.list) }
+
+func (n sqlNotes) add(ctx context.Context, body string) (note, error) {
+	out := note{Body: body}
+	err := n.db.QueryRowContext(ctx, n.d.insert, body).Scan(&out.ID, &out.Created)
+	return out, err
+}
+
+// pgxNotes runs them on a *pgxpool.Pool.
+type pgxNotes struct {
+	pool *pgxpool.Pool
+	d    dialect
+}
+
+func (n pgxNotes) list(ctx context.Context) ([]note, error) {
+	rows, err := n.pool.Query(ctx, n.d.list)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	notes := []note{}
+	for rows.Next() {
+		var x note
+		if err := rows.Scan(&x.ID, &x.Body, &x.Created); err != nil {
+			return nil, err
+		}
+		notes = append(notes, x)
+	}
+	return notes, rows.Err()
+}
+
+func (n pgxNotes) add(ctx context.Context, body string) (note, error) {
+	out := note{Body: body}
+	err := n.pool.QueryRow(ctx, n.d.insert, body).Scan(&out.ID, &out.Created)
+	return out, err
 }
 
 // unavailable answers 503. The error may name the database user, host,
@@ -467,8 +640,8 @@ func (s *Server) listNotes(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer l.Release() // a no-op after fail's Discard
-	notes, err := queryNotes(r.Context(), l.Value(), s.dialect.list)
+	defer l.release() // a no-op after fail's Discard
+	notes, err := l.notes.list(r.Context())
 	if err != nil {
 		s.fail(w, r, l, err)
 		return
@@ -528,9 +701,9 @@ func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer l.Release() // a no-op after fail's Discard
-	n := note{Body: in.Body}
-	if err := l.Value().QueryRowContext(r.Context(), s.dialect.insert, in.Body).Scan(&n.ID, &n.Created); err != nil {
+	defer l.release() // a no-op after fail's Discard
+	n, err := l.notes.add(r.Context(), in.Body)
+	if err != nil {
 		s.fail(w, r, l, err)
 		return
 	}
@@ -580,7 +753,7 @@ type poolJSON struct {
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	st := s.tenants.Stats()
+	st := s.CacheStats()
 	out := statsJSON{
 		Hits: st.Hits, Misses: st.Misses, ErrorHits: st.ErrorHits,
 		Builds: st.Builds, BuildErrors: st.BuildErrors, BuildSecondsTotal: st.BuildTime.Seconds(),
@@ -592,6 +765,15 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	for reason, n := range st.EvictionsByReason {
 		out.EvictionsByReason[reason.String()] = n
+	}
+	if s.pgx != nil {
+		for tenant, p := range pgxadapter.DBStats(s.pgx) {
+			out.Pools[tenant] = poolJSON{MaxOpen: p.MaxOpenConnections, Open: p.OpenConnections, InUse: p.InUse, Idle: p.Idle, Waits: p.WaitCount}
+		}
+		b := pgxadapter.PoolBudget(s.pgx)
+		out.Budget = budgetJSON{MaxConns: b.Max, Held: b.Held, Waiting: b.Waiting, Waits: b.WaitCount, WaitSecondsTotal: b.WaitDuration.Seconds()}
+		writeJSON(w, http.StatusOK, out)
+		return
 	}
 	for tenant, p := range sqladapter.PoolStats(s.tenants) {
 		out.Pools[tenant] = poolJSON{MaxOpen: p.MaxOpenConnections, Open: p.OpenConnections, InUse: p.InUse, Idle: p.Idle, Waits: p.WaitCount}
@@ -612,18 +794,18 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 // fresh pool (other requests on the old pool finish first: it closes at its
 // last release); 500 otherwise. The answer holds a request id and no detail
 // of the error, which goes to the log.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, l rescache.Lease[string, *sql.DB], err error) {
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, l tenantLease, err error) {
 	switch {
 	case errors.Is(err, sqladapter.ErrBudgetWait):
-		s.unavailable(w, r, "database busy", l.Key(), err)
+		s.unavailable(w, r, "database busy", l.key, err)
 		return
 	case isConnectionError(err):
-		l.Discard()
-		s.unavailable(w, r, "database connection lost", l.Key(), err)
+		l.discard()
+		s.unavailable(w, r, "database connection lost", l.key, err)
 		return
 	}
 	id := requestID()
-	s.log.Error("query failed", "request_id", id, "tenant", l.Key(), "method", r.Method, "path", r.URL.Path, "err", err)
+	s.log.Error("query failed", "request_id", id, "tenant", l.key, "method", r.Method, "path", r.URL.Path, "err", err)
 	http.Error(w, "query failed (request id "+id+")", http.StatusInternalServerError)
 }
 

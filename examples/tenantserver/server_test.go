@@ -43,6 +43,13 @@ func TestEndToEnd(t *testing.T) {
 			t.Cleanup(func() { dropPostgresDatabases(t, dsn, prefix) })
 			testEndToEnd(t, "-postgres", dsn, "-db-prefix", prefix)
 		})
+		t.Run("pgxpool", func(t *testing.T) {
+			var buf [4]byte
+			rand.Read(buf[:])
+			prefix := "rescache_e2e_pgx_" + hex.EncodeToString(buf[:]) + "_"
+			t.Cleanup(func() { dropPostgresDatabases(t, dsn, prefix) })
+			testEndToEnd(t, "-postgres", dsn, "-db-prefix", prefix, "-driver", "pgxpool")
+		})
 	}
 }
 
