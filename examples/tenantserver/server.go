@@ -130,9 +130,9 @@ type Config struct {
 // call [Server.Close] to close every pool.
 type Server struct {
 	mux     *http.ServeMux
-	tenants *rescache.Cache[string, *sql.DB]        // with Driver "database/sql"
+	tenants *rescache.Cache[string, *sql.DB]       // with Driver "database/sql"
 	pgx     *rescache.Cache[string, *pgxpool.Pool] // with Driver "pgxpool"
-	admin   *sql.DB // PostgreSQL only: creates tenant databases
+	admin   *sql.DB                                // PostgreSQL only: creates tenant databases
 	dialect dialect
 	log     *slog.Logger
 	budget  Budget
