@@ -135,7 +135,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	c.tokens.init()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.Policy == TinyLFU && o.MaxEntries > 0 {
-		c.lfu = newTinyLFU[K, V](o.MaxEntries)
+		c.lfu = newTinyLFU[K, V](o.MaxEntries, int64(o.IdleTimeout))
 	}
 	if o.MaxEntries > 0 {
 		c.room.max = o.MaxEntries + max(o.MaxConcurrentBuilds, closeBacklog)

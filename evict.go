@@ -220,7 +220,8 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 		}
 	}
 	if c.lfu != nil {
-		c.lfu.drainLocked()
+		c.lfu.drainLocked(now)
+		c.lfu.climbLocked(c.lfu.lenLocked() + len(c.parked))
 	}
 	if c.idle > 0 {
 		for {

@@ -37,9 +37,13 @@ func newSketch(capacity int) sketch {
 	return sketch{
 		table:      make([]uint64, n),
 		blockMask:  n/8 - 1,
-		sampleSize: 10 * uint64(max(capacity, 1)),
+		sampleSize: newSketchSample(capacity),
 	}
 }
+
+// newSketchSample returns the number of increments after which a sketch of
+// capacity halves its counters: 10 x capacity, as Caffeine's.
+func newSketchSample(capacity int) uint64 { return 10 * uint64(max(capacity, 1)) }
 
 // slots returns the word and the counter within the word of h's i-th
 // counter.

@@ -3,6 +3,7 @@ package rescache
 import (
 	"container/heap"
 	"hash/maphash"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -38,44 +39,87 @@ func (p Policy) String() string {
 
 // The TinyLFU policy follows Caffeine's design (its wiki, "Efficiency" and
 // "Design"; Einziger, Friedman and Manes, "TinyLFU: A Highly Efficient
-// Cache Admission Policy") and otter v2's port of it (policy.go,
-// sketch.go):
+// Cache Admission Policy"), its BoundedLocalCache (evictFromWindow,
+// evictFromMain, admit, reorderProbation, demoteFromMainProtected, climb,
+// determineAdjustment, increaseWindow, decreaseWindow), and otter v2's port
+// of it (internal/eviction/tinylfu: policy.go, sketch.go):
 //
-//   - the space is split into a window of 1% of MaxEntries (at least one
-//     entry) and a main space, itself split into probation and protected
-//     (80% of the main space);
+//   - the space is split into a window, starting at 1% of MaxEntries (at
+//     least one entry), and a main space, itself split into probation and
+//     protected (starting at 80% of the main space);
 //   - a new entry enters the window, always: a value that was just built is
 //     never rejected (admission is about which of two cached entries
 //     leaves, not whether a built value is kept);
-//   - when the window is full, its least recently used entry moves to
-//     probation as the candidate; when the cache is full, the candidate is
-//     compared with probation's least recently used entry (the victim) by
-//     their estimated frequencies, and the loser is evicted (the candidate
-//     wins only with a strictly higher count; a warm candidate, count 6 or
-//     more, that loses is still admitted once in 128, at random, against
-//     hash flooding, as Caffeine does);
+//   - when the window is full, its least recently used entry moves to the
+//     most recently used end of probation as the candidate; when the cache
+//     is full, the candidate is compared with probation's least recently
+//     used entry (the victim) by their estimated frequencies, and the loser
+//     is evicted (the candidate wins only with a strictly higher count; a
+//     warm candidate, count 6 or more, that loses is still admitted once in
+//     128, at random, against hash flooding, as Caffeine does);
 //   - an entry of probation that is requested again moves to protected;
-//     when protected is over its share, its least recently used entry goes
-//     back to probation;
+//     when protected is over its share, its least recently used entries go
+//     back to the most recently used end of probation (Caffeine's
+//     demoteFromMainProtected: offerLast), not to its least recently used
+//     end, where they would be the next victims;
+//   - the hill climber (Caffeine's climb) resizes the window to the
+//     workload: at the end of every sample period it computes the
+//     period's hit rate and
+//     moves the window/main split by a step in the direction that improved
+//     it, or back if it got worse; the step starts at 6.25% of MaxEntries
+//     (first toward a smaller window), decays by 2% a period, and restarts
+//     at 6.25% when the hit rate moves by 5 points or more; entries change
+//     segment accordingly (increaseWindow takes probation's least recently
+//     used entries, then protected's, into the window's most recently used
+//     end; decreaseWindow moves the window's least recently used entries to
+//     probation's most recently used end), at most 1,000 per period. The
+//     sample period is Caffeine's, the sketch's reset period of
+//     10 x MaxEntries requests, except at the start: the first period is
+//     MaxEntries requests and each one doubles it up to 10 x MaxEntries
+//     (not Caffeine's: with 10 x MaxEntries from the start, Corda's
+//     recency-shaped trace spent a tenth to a quarter of its 135,702
+//     requests with the window at 1%, and TinyLFU ended 3 to 5 points
+//     below LRU; see bench/README.md). Hits
+//     are counted from the read buffer when it is drained and misses at
+//     inserts, as Caffeine counts them; sampling starts once the cache is
+//     half full (when Caffeine allocates its sketch);
 //   - frequencies come from the sketch (sketch.go): every insert, every hit
 //     and every caller that waits for a pending build counts one, through
 //     a lossy per-P buffer drained under Cache.mu (Caffeine's read buffer).
 //
-// Not followed: Caffeine's hill climber, which resizes the window to the
-// workload (otter has it too); the window stays at 1%, Caffeine's starting
-// point and the size that suits frequency-skewed traffic. Caffeine's
-// write buffer and maintenance task are not needed: rescache's inserts
-// already take Cache.mu.
+// So recency-shaped traffic grows the window toward plain LRU, and
+// frequency-shaped traffic shrinks it. Adapting takes sample periods: a
+// full step moves 6.25% of MaxEntries, so from 1% to half of MaxEntries
+// takes eight periods in one direction, about 45 x MaxEntries requests
+// from the start (periods of 1, 2, 4, 8 and then 10 x MaxEntries), or
+// 80 x MaxEntries later on; a step shrinks by 2% a period while the hit
+// rate moves less than 5 points. The climber runs where the read buffer is
+// drained, under Cache.mu (each insert, each janitor tick), never on the
+// hit path; outside the end of a period it costs a comparison, and at the
+// end of one it moves at most the step's worth of entries, O(log n) each.
+//
+// Not followed: Caffeine's write buffer and maintenance task are not
+// needed, since rescache's inserts already take Cache.mu; and Caffeine's
+// promotion on access is lazy here (below).
 //
 // Recency within each segment is kept the way LRU keeps it (evict.go): the
 // used stamp that the hit path writes, and a heap per segment repaired
-// lazily. A move from probation to protected is lazy too: an entry of
-// probation whose used stamp moved on since it was placed there has been
-// used again, and is promoted when it reaches the top of probation's heap,
-// that is when it would otherwise be the next victim; unless the sketch
-// counted its key once at most, since then the stamp moved by the release
-// of a lease (a use for the idle timeout, not a request). Uses within the
-// same clock tick count as one, as they do for LRU.
+// lazily. An entry that changes segment without being used (a candidate, a
+// demoted entry, an entry the climber moves) is placed at the most recently
+// used end of its new segment: its heap key, nodeUsed, is set to the clock
+// of the move, not to its used stamp (see placeLocked). With an
+// IdleTimeout the key is raised by at most a quarter of it above the used
+// stamp, since the idle sweep walks the same heaps: an idle entry that was
+// moved so is closed at most IdleTimeout/4 late. A use within the tick of
+// the move is not seen as a use.
+//
+// A move from probation to protected is lazy too: an entry of probation
+// whose used stamp moved on since it was placed there has been used again,
+// and is promoted when it reaches the top of probation's heap, that is
+// when it would otherwise be the next victim; unless the sketch counted
+// its key once at most, since then the stamp moved by the release of a
+// lease (a use for the idle timeout, not a request). Uses within the same
+// clock tick count as one, as they do for LRU.
 
 // Segments of TinyLFU, in entry.seg.
 const (
@@ -88,26 +132,66 @@ const (
 // admitted once in 128 (Caffeine's ADMIT_HASHDOS_THRESHOLD).
 const admitHashDoS = 6
 
+// The hill climber's constants, Caffeine's.
+const (
+	climbRestart   = 0.05   // a change of hit rate that restarts the step (HILL_CLIMBER_RESTART_THRESHOLD)
+	climbStep      = 0.0625 // the first step, of MaxEntries (HILL_CLIMBER_STEP_PERCENT)
+	climbDecay     = 0.98   // the step's decay per period (HILL_CLIMBER_STEP_DECAY_RATE)
+	climbTransfers = 1000   // most entries moved between segments at once (QUEUE_TRANSFER_THRESHOLD)
+)
+
 // tinyLFU is the state of the TinyLFU policy. Everything but reads is
 // guarded by Cache.mu.
 type tinyLFU[K comparable, V any] struct {
 	seg          [3]recency[K, V] // window, probation, protected: found entries not parked
-	windowMax    int              // entries the window holds before its LRU moves to probation
+	maximum      int              // MaxEntries
+	windowMax    int              // entries the window holds before its LRU moves to probation; at least 1
 	protectedMax int              // entries protected holds before its LRU goes back to probation
 	sketch       sketch
 	rng          *rand.Rand // admission of warm candidates that lose
+
+	// now is the clock of the pass under way (set by drainLocked): the
+	// heap key of the entries that the pass moves without a use.
+	now int64
+	// slack is how far above its used stamp the heap key of a moved entry
+	// may go (IdleTimeout/4; math.MaxInt64 without an IdleTimeout).
+	slack int64
+
+	// The hill climber (see above). hits and misses count the requests of
+	// the current sample period; sampling is set once the cache was half
+	// full; step is signed (negative: toward a smaller window), in
+	// entries; adjustment is the move decided at the end of the last
+	// period, in entries (negative: shrink the window).
+	hits, misses int
+	sampling     bool
+	prevHitRate  float64
+	step         float64
+	adjustment   int
+	period       int // requests in the current sample period
+	periodMax    int // the longest period: the sketch's reset period
 
 	reads readBuffer   // hits not yet in the sketch; its own synchronisation
 	seed  maphash.Seed // of the key hashes; read-only
 }
 
-func newTinyLFU[K comparable, V any](maxEntries int) *tinyLFU[K, V] {
-	window := max(1, maxEntries/100)
+// newTinyLFU returns the policy state of a cache of maxEntries, idle its
+// IdleTimeout in nanoseconds (0: none).
+func newTinyLFU[K comparable, V any](maxEntries int, idle int64) *tinyLFU[K, V] {
+	window := max(1, maxEntries-int(0.99*float64(maxEntries)))
+	slack := int64(math.MaxInt64)
+	if idle > 0 {
+		slack = idle / 4
+	}
 	return &tinyLFU[K, V]{
+		maximum:      maxEntries,
 		windowMax:    window,
-		protectedMax: (maxEntries - window) * 8 / 10,
+		protectedMax: int(0.8 * float64(maxEntries-window)),
 		sketch:       newSketch(maxEntries),
 		rng:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		slack:        slack,
+		step:         -climbStep * float64(maxEntries),
+		period:       max(maxEntries, 1),
+		periodMax:    int(newSketchSample(maxEntries)),
 		reads:        newReadBuffer(max(runtime.GOMAXPROCS(0), runtime.NumCPU())), // as many rings as c.hot has cells
 		seed:         maphash.MakeSeed(),
 	}
@@ -129,16 +213,32 @@ func (p *tinyLFU[K, V]) lenLocked() int {
 }
 
 // enterLocked prepares e, whose build just succeeded, to enter the window,
-// and counts its insert in the sketch. The caller pushes it. e.hash was
-// set by Cache.newEntry.
+// and counts its insert in the sketch and as a miss of the sample. The
+// caller pushes it. e.hash was set by Cache.newEntry.
 func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
 	e.seg = segWindow
 	p.sketch.increment(e.hash)
+	p.misses++
 }
 
-// drainLocked moves the recorded hits into the sketch.
-func (p *tinyLFU[K, V]) drainLocked() {
-	p.reads.drainLocked(p.sketch.increment)
+// drainLocked moves the recorded hits into the sketch, counts them as hits
+// of the sample, and notes now, the clock, for the moves of the pass that
+// follows.
+func (p *tinyLFU[K, V]) drainLocked(now int64) {
+	p.now = max(p.now, now)
+	p.reads.drainLocked(func(h uint32) {
+		p.sketch.increment(h)
+		p.hits++
+	})
+}
+
+// placeLocked pushes e, which is in no heap, at the most recently used end
+// of segment seg (see the comment above on the heap key).
+func (p *tinyLFU[K, V]) placeLocked(e *entry[K, V], seg uint8) {
+	u := e.used.Load()
+	e.nodeUsed = max(u, min(p.now, satAdd(u, p.slack)))
+	e.seg = seg
+	heap.Push(&p.seg[seg], e)
 }
 
 // admitLocked reports whether the candidate wins against the victim.
@@ -153,7 +253,8 @@ func (p *tinyLFU[K, V]) admitLocked(candidate, victim *entry[K, V]) bool {
 // probationTopLocked returns probation's least recently used entry, or nil,
 // first promoting to protected every entry at the top that was used since
 // it was placed in probation (and demoting protected's least recently used
-// entries to probation while protected is over its share).
+// entries to probation's most recently used end while protected is over
+// its share).
 func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 	prob, prot := &p.seg[segProbation], &p.seg[segProtected]
 	for len(*prob) > 0 {
@@ -173,15 +274,129 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 		}
 		heap.Pop(prob)
 		e.seg = segProtected
-		heap.Push(prot, e)
-		for len(*prot) > p.protectedMax {
-			d := topLocked(prot) // repaired: d.nodeUsed is its used stamp
-			heap.Pop(prot)
-			d.seg = segProbation
-			heap.Push(prob, d)
-		}
+		heap.Push(prot, e) // by its use: it was just used
+		p.demoteLocked()
 	}
 	return nil
+}
+
+// demoteLocked moves protected's least recently used entries to the most
+// recently used end of probation while protected is over its share
+// (Caffeine's demoteFromMainProtected).
+func (p *tinyLFU[K, V]) demoteLocked() {
+	prot := &p.seg[segProtected]
+	for len(*prot) > p.protectedMax {
+		d := topLocked(prot)
+		heap.Pop(prot)
+		p.placeLocked(d, segProbation)
+	}
+}
+
+// climbLocked is Caffeine's climb: at the end of a sample period it
+// decides the window's adjustment (determineAdjustment) and moves entries
+// between the segments to apply it.
+func (p *tinyLFU[K, V]) climbLocked(size int) {
+	p.determineAdjustmentLocked(size)
+	p.demoteLocked()
+	switch {
+	case p.adjustment > 0:
+		p.increaseWindowLocked()
+	case p.adjustment < 0:
+		p.decreaseWindowLocked()
+	}
+}
+
+// determineAdjustmentLocked sets p.adjustment at the end of a sample
+// period, given size, the entries cached, and starts the next period.
+func (p *tinyLFU[K, V]) determineAdjustmentLocked(size int) {
+	p.adjustment = 0
+	if !p.sampling {
+		if size < p.maximum/2 {
+			p.hits, p.misses, p.prevHitRate = 0, 0, 0
+			return
+		}
+		p.sampling = true
+	}
+	requests := p.hits + p.misses
+	if requests < p.period {
+		return
+	}
+	hitRate := float64(p.hits) / float64(requests)
+	change := hitRate - p.prevHitRate
+	amount := p.step
+	if change < 0 {
+		amount = -p.step
+	}
+	if math.Abs(change) >= climbRestart {
+		p.step = math.Copysign(climbStep*float64(p.maximum), amount)
+	} else {
+		p.step = climbDecay * amount
+	}
+	p.period = min(2*p.period, p.periodMax)
+	p.prevHitRate = hitRate
+	p.adjustment = int(amount)
+	p.hits, p.misses = 0, 0
+}
+
+// increaseWindowLocked grows the window by p.adjustment entries taken from
+// protected's share: probation's least recently used entries (then
+// protected's, when probation is empty) move to the window's most recently
+// used end. The share that found no entry to move is given back.
+func (p *tinyLFU[K, V]) increaseWindowLocked() {
+	if p.protectedMax == 0 {
+		return
+	}
+	quota := min(p.adjustment, p.protectedMax)
+	p.protectedMax -= quota
+	p.windowMax += quota
+	p.demoteLocked()
+	for range climbTransfers {
+		if quota == 0 {
+			break
+		}
+		e := p.probationTopLocked()
+		from := &p.seg[segProbation]
+		if e == nil {
+			e, from = topLocked(&p.seg[segProtected]), &p.seg[segProtected]
+		}
+		if e == nil {
+			break
+		}
+		heap.Pop(from)
+		p.placeLocked(e, segWindow)
+		quota--
+	}
+	p.protectedMax += quota
+	p.windowMax -= quota
+	p.adjustment = quota
+}
+
+// decreaseWindowLocked shrinks the window by -p.adjustment entries (it
+// keeps one at least), given to protected's share: the window's least
+// recently used entries move to probation's most recently used end.
+func (p *tinyLFU[K, V]) decreaseWindowLocked() {
+	if p.windowMax <= 1 {
+		return
+	}
+	quota := min(-p.adjustment, p.windowMax-1)
+	p.protectedMax += quota
+	p.windowMax -= quota
+	win := &p.seg[segWindow]
+	for range climbTransfers {
+		if quota == 0 {
+			break
+		}
+		e := topLocked(win)
+		if e == nil {
+			break
+		}
+		heap.Pop(win)
+		p.placeLocked(e, segProbation)
+		quota--
+	}
+	p.protectedMax -= quota
+	p.windowMax += quota
+	p.adjustment = -quota
 }
 
 // oldestLocked returns the least recently used entry of the segments (nil
@@ -206,10 +421,11 @@ func (p *tinyLFU[K, V]) oldestLocked() (*recency[K, V], *entry[K, V]) {
 // window for one new entry, moving the window's least recently used entry
 // to probation as the candidate when the window is full, and while the
 // cache would be over MaxEntries it evicts the loser of the candidate and
-// the main space's victim. The new entry itself is never a candidate.
+// the main space's victim; then it runs the hill climber. The new entry
+// itself is never a candidate.
 func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 	p := c.lfu
-	p.drainLocked()
+	p.drainLocked(c.clock())
 	win, prob := &p.seg[segWindow], &p.seg[segProbation]
 	for len(*win) > p.windowMax {
 		// Over its share (a refreshed entry or an unparked one came back
@@ -217,8 +433,7 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 		// eviction does, without a comparison, since nothing leaves.
 		e := topLocked(win)
 		heap.Pop(win)
-		e.seg = segProbation
-		heap.Push(prob, e)
+		p.placeLocked(e, segProbation)
 	}
 	var candidate *entry[K, V]
 	if len(*win) >= p.windowMax {
@@ -248,8 +463,9 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 		out = append(out, c.removeLocked(victim, EvictCapacity))
 	}
 	if candidate != nil {
-		heap.Push(prob, candidate)
+		p.placeLocked(candidate, segProbation)
 	}
+	p.climbLocked(p.lenLocked() + len(c.parked) + 1) // the new entry included
 	return out
 }
 
