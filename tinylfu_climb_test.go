@@ -1,0 +1,270 @@
+package rescache
+
+import (
+	"container/heap"
+	"math"
+	"slices"
+	"testing"
+)
+
+// seg is one segment of a test policy: the keys of its entries and their
+// used stamps, which are also their heap keys.
+type seg struct {
+	keys []int
+	used []int64
+}
+
+// newTestPolicy returns a TinyLFU policy of maxEntries whose segments
+// (window, probation, protected) hold the entries given, each placed by
+// its used stamp, with the shares given; its clock is now.
+func newTestPolicy(t *testing.T, maxEntries int, idle int64, segs [3]seg, windowMax, protectedMax int, now int64) *tinyLFU[int, int] {
+	t.Helper()
+	p := newTinyLFU[int, int](maxEntries, idle)
+	p.windowMax, p.protectedMax, p.now = windowMax, protectedMax, now
+	for s, sg := range segs {
+		for i, k := range sg.keys {
+			e := newEntry[int, int](k)
+			e.hash = uint32(k + 1)
+			e.used.Store(sg.used[i])
+			e.nodeUsed = sg.used[i]
+			e.seg = uint8(s)
+			heap.Push(&p.seg[s], e)
+		}
+	}
+	return p
+}
+
+// order returns the keys of segment s from its least recently used end,
+// and their heap keys, emptying it.
+func order(p *tinyLFU[int, int], s uint8) (keys []int, ranks []int64) {
+	h := &p.seg[s]
+	for len(*h) > 0 {
+		e := topLocked(h)
+		heap.Pop(h)
+		if e.seg != s {
+			panic("entry in the wrong segment")
+		}
+		keys = append(keys, e.key)
+		ranks = append(ranks, e.nodeUsed)
+	}
+	return keys, ranks
+}
+
+// TestTinyLFUSegmentMoves checks each move between segments against
+// Caffeine's: where the moved entries land (the most recently used end of
+// their new segment, Caffeine's offerLast/add) and how the shares change.
+func TestTinyLFUSegmentMoves(t *testing.T) {
+	type want struct {
+		window, probation, protected []int // keys from the LRU end
+		windowMax, protectedMax          int
+		adjustment                       int
+	}
+	tests := []struct {
+		name         string
+		idle         int64
+		segs         [3]seg
+		windowMax    int
+		protectedMax int
+		adjustment   int
+		move         func(p *tinyLFU[int, int])
+		want         want
+		ranks        map[int]int64 // heap keys of moved entries
+	}{
+		{
+			name:         "demotion lands at probation's MRU end",
+			segs:         [3]seg{{}, {[]int{4, 5}, []int64{40, 50}}, {[]int{1, 2, 3}, []int64{10, 20, 30}}},
+			windowMax:    1,
+			protectedMax: 2,
+			move:         func(p *tinyLFU[int, int]) { p.demoteLocked() },
+			want:         want{probation: []int{4, 5, 1}, protected: []int{2, 3}, windowMax: 1, protectedMax: 2},
+			ranks:        map[int]int64{1: 100},
+		},
+		{
+			name:         "with an IdleTimeout the heap key stays within a quarter of it of the use",
+			idle:         40,
+			segs:         [3]seg{{}, {[]int{4, 5}, []int64{40, 50}}, {[]int{1, 2, 3}, []int64{10, 20, 30}}},
+			windowMax:    1,
+			protectedMax: 2,
+			move:         func(p *tinyLFU[int, int]) { p.demoteLocked() },
+			want:         want{probation: []int{1, 4, 5}, protected: []int{2, 3}, windowMax: 1, protectedMax: 2},
+			ranks:        map[int]int64{1: 20},
+		},
+		{
+			name:         "a probation entry used since its placement is promoted; the demoted one goes behind the rest",
+			segs:         [3]seg{{}, {[]int{4, 5}, []int64{40, 50}}, {[]int{1, 2}, []int64{10, 20}}},
+			windowMax:    1,
+			protectedMax: 2,
+			move: func(p *tinyLFU[int, int]) {
+				e := p.seg[segProbation][0] // key 4
+				e.used.Store(90)
+				p.sketch.increment(e.hash)
+				p.sketch.increment(e.hash)
+				if v := p.probationTopLocked(); v == nil || v.key != 5 {
+					t.Errorf("probationTopLocked() = %v; want key 5", v)
+				}
+			},
+			want:  want{probation: []int{5, 1}, protected: []int{2, 4}, windowMax: 1, protectedMax: 2},
+			ranks: map[int]int64{1: 100, 4: 90},
+		},
+		{
+			name:         "increaseWindow takes probation's LRU entries, then protected's, to the window's MRU end",
+			segs:         [3]seg{{[]int{9}, []int64{95}}, {[]int{4, 5}, []int64{40, 50}}, {[]int{1, 2}, []int64{10, 20}}},
+			windowMax:    1,
+			protectedMax: 10,
+			adjustment:   3,
+			move:         func(p *tinyLFU[int, int]) { p.increaseWindowLocked() },
+			want:         want{window: []int{9, 1, 4, 5}, protected: []int{2}, windowMax: 4, protectedMax: 7},
+			ranks:        map[int]int64{1: 100, 4: 100, 5: 100},
+		},
+		{
+			name:         "increaseWindow gives back the share that found no entry",
+			segs:         [3]seg{{[]int{9}, []int64{95}}, {[]int{4}, []int64{40}}, {}},
+			windowMax:    1,
+			protectedMax: 10,
+			adjustment:   5,
+			move:         func(p *tinyLFU[int, int]) { p.increaseWindowLocked() },
+			want:         want{window: []int{9, 4}, windowMax: 2, protectedMax: 9, adjustment: 4},
+		},
+		{
+			name:         "increaseWindow takes at most protected's share",
+			segs:         [3]seg{{[]int{9}, []int64{95}}, {[]int{4, 5, 6}, []int64{40, 50, 60}}, {}},
+			windowMax:    1,
+			protectedMax: 2,
+			adjustment:   5,
+			move:         func(p *tinyLFU[int, int]) { p.increaseWindowLocked() },
+			want:         want{window: []int{9, 4, 5}, probation: []int{6}, windowMax: 3, protectedMax: 0},
+		},
+		{
+			name:         "decreaseWindow moves the window's LRU entries to probation's MRU end and keeps one",
+			segs:         [3]seg{{[]int{7, 8, 9}, []int64{70, 80, 90}}, {[]int{4}, []int64{40}}, {}},
+			windowMax:    3,
+			protectedMax: 5,
+			adjustment:   -5,
+			move:         func(p *tinyLFU[int, int]) { p.decreaseWindowLocked() },
+			want:         want{window: []int{9}, probation: []int{4, 7, 8}, windowMax: 1, protectedMax: 7, adjustment: 0},
+			ranks:        map[int]int64{7: 100, 8: 100},
+		},
+		{
+			name:         "decreaseWindow gives back the share of entries the window does not hold",
+			segs:         [3]seg{{[]int{9}, []int64{90}}, {}, {}},
+			windowMax:    4,
+			protectedMax: 5,
+			adjustment:   -3,
+			move:         func(p *tinyLFU[int, int]) { p.decreaseWindowLocked() },
+			want:         want{probation: []int{9}, windowMax: 3, protectedMax: 6, adjustment: -2},
+		},
+		{
+			name:         "decreaseWindow at one entry does nothing",
+			segs:         [3]seg{{[]int{9}, []int64{90}}, {}, {}},
+			windowMax:    1,
+			protectedMax: 5,
+			adjustment:   -3,
+			move:         func(p *tinyLFU[int, int]) { p.decreaseWindowLocked() },
+			want:         want{window: []int{9}, windowMax: 1, protectedMax: 5, adjustment: -3},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTestPolicy(t, 100, tt.idle, tt.segs, tt.windowMax, tt.protectedMax, 100)
+			p.adjustment = tt.adjustment
+			tt.move(p)
+			if p.windowMax != tt.want.windowMax || p.protectedMax != tt.want.protectedMax || p.adjustment != tt.want.adjustment {
+				t.Errorf("windowMax, protectedMax, adjustment = %d, %d, %d; want %d, %d, %d",
+					p.windowMax, p.protectedMax, p.adjustment, tt.want.windowMax, tt.want.protectedMax, tt.want.adjustment)
+			}
+			for s, w := range [][]int{tt.want.window, tt.want.probation, tt.want.protected} {
+				keys, ranks := order(p, uint8(s))
+				// Entries moved in the same pass share a heap key: compare
+				// those as sets.
+				if !sameOrder(keys, ranks, w) {
+					t.Errorf("segment %d from its LRU end = %v (heap keys %v); want %v", s, keys, ranks, w)
+				}
+				for i, k := range keys {
+					if r, ok := tt.ranks[k]; ok && ranks[i] != r {
+						t.Errorf("key %d placed with heap key %d; want %d", k, ranks[i], r)
+					}
+				}
+			}
+		})
+	}
+}
+
+// sameOrder reports whether keys is want, up to the order among keys of
+// equal rank.
+func sameOrder(keys []int, ranks []int64, want []int) bool {
+	if len(keys) != len(want) {
+		return false
+	}
+	for i := 0; i < len(keys); {
+		j := i
+		for j < len(keys) && ranks[j] == ranks[i] {
+			j++
+		}
+		a, b := slices.Clone(keys[i:j]), slices.Clone(want[i:j])
+		slices.Sort(a)
+		slices.Sort(b)
+		if !slices.Equal(a, b) {
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+// TestTinyLFUClimber checks the hill climber's decisions period by period
+// against Caffeine's determineAdjustment, with rescache's sample periods
+// (MaxEntries requests at first, doubling up to 10 x MaxEntries).
+func TestTinyLFUClimber(t *testing.T) {
+	type period struct {
+		size, hits, misses int // cached entries at the climb; the period's requests
+		adjustment         int
+		step               float64
+		period             int // the next period's length
+	}
+	tests := []struct {
+		name    string
+		periods []period
+	}{
+		{
+			name: "Caffeine's course: first toward a smaller window, back when the hit rate falls, decay below 5 points",
+			periods: []period{
+				// +10 points from 0: the step (-62.5) is kept and restarts at full size.
+				{size: 1000, hits: 100, misses: 900, adjustment: -62, step: -62.5, period: 2000},
+				// -6 points: reversed, restarted.
+				{size: 1000, hits: 80, misses: 1920, adjustment: 62, step: 62.5, period: 4000},
+				// +1 point: kept, decayed.
+				{size: 1000, hits: 200, misses: 3800, adjustment: 62, step: 61.25, period: 8000},
+				// -1 point: reversed, decayed.
+				{size: 1000, hits: 320, misses: 7680, adjustment: -61, step: -60.025, period: 10000},
+				// unchanged: kept (a change of 0 counts as an improvement), decayed; the period stays at 10 x MaxEntries.
+				{size: 1000, hits: 400, misses: 9600, adjustment: -60, step: -58.8245, period: 10000},
+			},
+		},
+		{
+			name: "a period not yet complete decides nothing",
+			periods: []period{
+				{size: 1000, hits: 10, misses: 989, adjustment: 0, step: -62.5, period: 1000},
+			},
+		},
+		{
+			name: "no sampling until the cache is half full",
+			periods: []period{
+				{size: 499, hits: 1000, misses: 1000, adjustment: 0, step: -62.5, period: 1000},
+				{size: 500, hits: 100, misses: 900, adjustment: -62, step: -62.5, period: 2000},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTinyLFU[int, int](1000, 0)
+			for i, pd := range tt.periods {
+				p.hits, p.misses = pd.hits, pd.misses
+				p.determineAdjustmentLocked(pd.size)
+				if p.adjustment != pd.adjustment || math.Abs(p.step-pd.step) > 1e-9 || p.period != pd.period {
+					t.Errorf("period %d: adjustment, step, next period = %d, %v, %d; want %d, %v, %d",
+						i, p.adjustment, p.step, p.period, pd.adjustment, pd.step, pd.period)
+				}
+			}
+		})
+	}
+}
