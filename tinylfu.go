@@ -107,10 +107,10 @@ func (p Policy) String() string {
 // lazily. An entry that changes segment without being used (a candidate, a
 // demoted entry, an entry the climber moves) is placed at the most recently
 // used end of its new segment: its heap key, nodeUsed, is set to the clock
-// of the move, not to its used stamp (see placeLocked). With an
-// IdleTimeout the key is raised by at most a quarter of it above the used
-// stamp, since the idle sweep walks the same heaps: an idle entry that was
-// moved so is closed at most IdleTimeout/4 late. A use within the tick of
+// of the move, not to its used stamp (see placeLocked). Not with an
+// IdleTimeout: the idle sweep walks the same heaps and must close an idle
+// entry on time, so a moved entry keeps its used stamp as its key (the
+// order before this change). A use within the tick of
 // the move is not seen as a use.
 //
 // A move from probation to protected is lazy too: an entry of probation
@@ -154,7 +154,7 @@ type tinyLFU[K comparable, V any] struct {
 	// heap key of the entries that the pass moves without a use.
 	now int64
 	// slack is how far above its used stamp the heap key of a moved entry
-	// may go (IdleTimeout/4; math.MaxInt64 without an IdleTimeout).
+	// may go (0 with an IdleTimeout; math.MaxInt64 without one).
 	slack int64
 
 	// The hill climber (see above). hits and misses count the requests of
@@ -180,7 +180,7 @@ func newTinyLFU[K comparable, V any](maxEntries int, idle int64) *tinyLFU[K, V] 
 	window := max(1, maxEntries-int(0.99*float64(maxEntries)))
 	slack := int64(math.MaxInt64)
 	if idle > 0 {
-		slack = idle / 4
+		slack = 0
 	}
 	return &tinyLFU[K, V]{
 		maximum:      maxEntries,

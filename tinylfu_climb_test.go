@@ -56,8 +56,8 @@ func order(p *tinyLFU[int, int], s uint8) (keys []int, ranks []int64) {
 func TestTinyLFUSegmentMoves(t *testing.T) {
 	type want struct {
 		window, probation, protected []int // keys from the LRU end
-		windowMax, protectedMax          int
-		adjustment                       int
+		windowMax, protectedMax      int
+		adjustment                   int
 	}
 	tests := []struct {
 		name         string
@@ -80,14 +80,14 @@ func TestTinyLFUSegmentMoves(t *testing.T) {
 			ranks:        map[int]int64{1: 100},
 		},
 		{
-			name:         "with an IdleTimeout the heap key stays within a quarter of it of the use",
+			name:         "with an IdleTimeout the heap key stays at the use",
 			idle:         40,
 			segs:         [3]seg{{}, {[]int{4, 5}, []int64{40, 50}}, {[]int{1, 2, 3}, []int64{10, 20, 30}}},
 			windowMax:    1,
 			protectedMax: 2,
 			move:         func(p *tinyLFU[int, int]) { p.demoteLocked() },
 			want:         want{probation: []int{1, 4, 5}, protected: []int{2, 3}, windowMax: 1, protectedMax: 2},
-			ranks:        map[int]int64{1: 20},
+			ranks:        map[int]int64{1: 10},
 		},
 		{
 			name:         "a probation entry used since its placement is promoted; the demoted one goes behind the rest",
