@@ -33,8 +33,9 @@
 //
 // Connections are counted where the server sees them: around
 // ConnConfig.DialFunc (the caller's own DialFunc, or pgconn's default,
-// still dials), from the dial until the socket is closed, so a place is
-// held exactly while a connection is open. While a place is awaited
+// still dials), from the dial until 10ms after the socket is closed (the
+// server ends the session a moment after), so a place is held while the
+// server counts the connection. While a place is awaited
 // (budget.Budget.Contended), a connection released to its pool is closed
 // instead of kept idle (through AfterRelease, after the caller's own), and
 // the budget's reclaimer closes idle connections of the least recently
@@ -288,16 +289,23 @@ func (a *adapter[K]) addBudget(cfg *pgxpool.Config, lastUse *atomic.Int64) {
 	}
 }
 
-// budgetConn gives its place back once, when it is closed.
+// budgetConn gives its place back once, closeSettle after it is closed.
 type budgetConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
 }
 
+// closeSettle is how long a closed connection still counts in the budget:
+// PostgreSQL ends the session a moment after the client closes the socket,
+// so a connection opened at once could find the old one still counted on
+// the server (pg_stat_activity, max_connections). sqladapter waits as long,
+// for the same reason.
+const closeSettle = 10 * time.Millisecond
+
 func (c *budgetConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() { time.AfterFunc(closeSettle, c.release) })
 	return err
 }
 
