@@ -264,4 +264,3 @@ func TestRefreshUnderLoad(t *testing.T) {
 		t.Errorf("Refreshes %d, replaced %d; want 5, 5", s.Refreshes, s.EvictionsByReason[rescache.EvictReplaced])
 	}
 }
-
