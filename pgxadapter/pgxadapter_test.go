@@ -198,7 +198,7 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 			cfg.ConnConfig.RuntimeParams["application_name"] = app
 			return cfg, nil
 		},
-		Cache: rescache.Options[string, *pgxpool.Pool]{MaxEntries: 6},
+		Cache: rescache.Options[string, *pgxpool.Pool]{MaxEntries: 50},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 	}
 	defer admin.Close(context.Background())
 	stop := make(chan struct{})
-	var peak, samples int
+	var peak, samples, outsideFails int
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
 		for {
@@ -224,16 +224,25 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 				samples++
 				peak = max(peak, n)
 			}
-			time.Sleep(20 * time.Millisecond) // the sampling period (a real server: no fake time)
+			// An outside client always gets a connection.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if oc, err := pgx.Connect(ctx, dsn); err != nil {
+				outsideFails++
+			} else {
+				oc.Close(ctx)
+			}
+			cancel()
+			time.Sleep(100 * time.Millisecond) // the sampling period (a real server: no fake time)
 		}
 	})
 	var wg sync.WaitGroup
 	var queries, failed atomic.Int64
-	deadline := time.Now().Add(2 * time.Second)
+	const tenants = 200
+	deadline := time.Now().Add(3 * time.Second)
 	for w := range 16 {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				tenant := fmt.Sprint("t", (w+int(queries.Load()))%8)
+				tenant := fmt.Sprint("t", (w*7+int(queries.Load()))%tenants)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				l, err := c.Lease(ctx, tenant)
 				if err == nil {
@@ -252,7 +261,10 @@ func TestBudgetHoldsUnderLoad(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	sampler.Wait()
-	t.Logf("%d queries over 8 tenants (6 cached), %d failed; at most %d connections on the server (%d samples), budget %d", queries.Load(), failed.Load(), peak, samples, budgetSize)
+	t.Logf("%d queries over %d tenants (50 cached), %d failed; at most %d connections on the server (%d samples every 100ms), budget %d; outside connection failures %d", queries.Load(), tenants, failed.Load(), peak, samples, budgetSize, outsideFails)
+	if outsideFails > 0 {
+		t.Errorf("%d outside connections failed during the load", outsideFails)
+	}
 	if noBudget {
 		t.Logf("without a budget: at most %d connections on the server", peak)
 		return
