@@ -48,16 +48,22 @@
 //
 // Waiters of one process are served first come first served. Across
 // processes, a process whose caller waits joins a queue in Redis (the
-// order of first refusal) and announces its need on a pub/sub channel; a
+// order of first refusal) and announces its need on a pub/sub channel. A
 // place is granted to a process only when it leaves room for every process
-// queued ahead of it, and every process that hears a need asks its pools
-// to close their idle connections (the least recently used tenant's first)
-// and closes connections put back in its pools instead of keeping them
-// (budget.Budget's Contended), so that places flow to the waiter. What this
-// does not bound: a release goes to this process's own first waiter, with
-// no round trip, before the fleet; so a process whose callers wait without
-// pause keeps the places it has, and another process's waiter waits until
-// that load eases (its wait has no bound yet).
+// queued ahead of it; a queued process that is granted a place while more
+// of its callers wait goes to the back of the queue, so queued processes
+// take turns, one place each. A release goes to this process's own first
+// waiter, with no round trip, only while no other process is queued (as
+// Redis last answered); otherwise it goes back to the fleet and is
+// announced on the channel, so that the process whose turn it is asks for
+// it at once rather than at its next retry (every Lease/10, at most 50ms).
+// Every process that hears a need asks its pools to close their idle
+// connections (the least recently used tenant's first) and closes
+// connections put back in its pools instead of keeping them (budget.Budget's
+// Contended), so that places flow to the waiter. A process whose callers
+// wait without pause thus keeps no more than its turns while another
+// process waits: with P processes queued, each gets about one place in P
+// of those that come free.
 package redisbudget
 
 import (
@@ -67,6 +73,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,8 +146,9 @@ type Budget struct {
 	fallback   bool       // on the LocalMax share
 	returning  bool       // a renewal sent on the fallback share is in flight: no local place until it ends
 	waiters    []chan struct{}
+	wake       chan struct{} // closed (and replaced) to have the first waiter try again now
 	fleetHeld  int
-	queued     int       // instances queued in Redis, at the last answer
+	queued     int       // other instances queued in Redis, at the last answer
 	needUntil  time.Time // another instance announced a need until then
 	lastNeed   time.Time // this instance's last announcement
 	waits      int64
@@ -198,6 +206,7 @@ func New(o Options) (*Budget, error) {
 		// open LocalMax connections Redis does not count.
 		validUntil: time.Now().Add(o.Lease - o.Lease/3),
 		stop:       make(chan struct{}),
+		wake:       make(chan struct{}),
 	}
 	b.done.Add(2)
 	go b.renewer()
@@ -341,6 +350,7 @@ func (b *Budget) wait(ctx context.Context) error {
 		head := len(b.waiters) > 0 && b.waiters[0] == ch
 		last := len(b.waiters) == 1
 		closed := b.closed
+		wake := b.wake
 		b.mu.Unlock()
 		if closed {
 			b.leave(ch)
@@ -361,6 +371,7 @@ func (b *Budget) wait(ctx context.Context) error {
 		select {
 		case <-ch: // a release handed this waiter its place
 			return nil
+		case <-wake: // a place went back to the fleet: try now
 		case <-retry.C:
 		case <-periodic:
 			b.reclaimers.Run(true)
@@ -400,16 +411,28 @@ func (b *Budget) announce() {
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), b.o.Lease/3)
 	defer cancel()
-	if err := b.o.Client.Publish(ctx, b.channel, b.o.Instance).Err(); err == nil {
+	if err := b.o.Client.Publish(ctx, b.channel, "need "+b.o.Instance).Err(); err == nil {
 		b.debug("announced a need")
 	}
 }
 
-// Release gives back a place: to the first waiter of this process if there
-// is one (no round trip), else to the fleet.
+// wakeLocked has this process's first waiter try to take a place now,
+// instead of at its next retry. The caller holds mu.
+func (b *Budget) wakeLocked() {
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+// Release gives back a place: to the first waiter of this process (no
+// round trip) when there is one and no other process waits (none queued in
+// Redis at the last answer, none announced a need in the last third of a
+// lease), else to the fleet. A place given to the fleet
+// while other processes are queued is announced to them, so that the one
+// whose turn it is takes it at once; this process's own waiters then ask
+// Redis in their turn with the others.
 func (b *Budget) Release() {
 	b.mu.Lock()
-	if len(b.waiters) > 0 {
+	if len(b.waiters) > 0 && (b.fallback || b.queued == 0 && !time.Now().Before(b.needUntil)) {
 		ch := b.waiters[0]
 		b.waiters = b.waiters[1:]
 		close(ch) // the place goes to it: held and leased stay
@@ -433,10 +456,22 @@ func (b *Budget) Release() {
 	b.mu.Unlock()
 	// mine already counts this release: Redis's count for this process,
 	// if it lost it, is mine; else its count less one.
-	if _, err := b.place(context.Background(), -1, mine+1, false, false, false, false); err != nil {
+	r, err := b.place(context.Background(), -1, mine+1, false, false, false, false)
+	if err != nil {
 		// Redis counts the place until the renewer reconciles: the fleet
 		// holds less than Redis believes, never more.
 		b.debug("release not sent: " + err.Error())
+		return
+	}
+	b.mu.Lock()
+	if len(b.waiters) > 0 {
+		b.wakeLocked() // this process may be the one whose turn it is
+	}
+	b.mu.Unlock()
+	if r.queued > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), b.o.Lease/3)
+		defer cancel()
+		b.o.Client.Publish(ctx, b.channel, "free "+b.o.Instance)
 	}
 }
 
@@ -521,13 +556,45 @@ func (b *Budget) renewer() {
 	defer b.done.Done()
 	t := time.NewTicker(b.o.Lease / 3)
 	defer t.Stop()
+	// trust fires when the lease stops being trusted, so that the switch
+	// to the fallback share (and the shedding) happens then, not at the
+	// next renewal: an answer to a take may have moved it off the ticks.
+	trust := time.NewTimer(time.Hour)
+	defer trust.Stop()
 	for {
 		b.renew()
-		select {
-		case <-b.stop:
-			return
-		case <-t.C:
+	wait:
+		for {
+			b.mu.Lock()
+			left, fallback := time.Until(b.validUntil), b.fallback
+			b.mu.Unlock()
+			if fallback {
+				trust.Stop()
+			} else {
+				trust.Reset(max(left, 0))
+			}
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				break wait
+			case <-trust.C:
+				b.distrust()
+			}
 		}
+	}
+}
+
+// distrust switches to the fallback share if the lease is no longer
+// trusted, and then sheds idle connections down to it.
+func (b *Budget) distrust() {
+	b.mu.Lock()
+	was := b.fallback
+	b.checkTrustLocked(time.Now())
+	shed := b.fallback && !was
+	b.mu.Unlock()
+	if shed {
+		b.shed()
 	}
 }
 
@@ -537,25 +604,27 @@ func (b *Budget) renew() {
 	mine := b.leased
 	returning := b.fallback
 	b.returning = returning
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if !returning {
+		// A renewal that has not answered when the lease stops being
+		// trusted has failed: the switch happens then, not when the
+		// client gives up (it may retry dials for longer).
+		ctx, cancel = context.WithDeadline(ctx, b.validUntil)
+	}
 	b.mu.Unlock()
 	// Set, not add: Redis's count for this process becomes what it holds,
 	// whatever it kept (a release not sent, a take whose answer was lost,
 	// places taken on the fallback share).
-	r, err := b.place(context.Background(), 0, mine, false, false, true, returning)
+	r, err := b.place(ctx, 0, mine, false, false, true, returning)
+	cancel()
 	b.opMu.Unlock()
 
 	b.mu.Lock()
 	b.returning = false
-	now := time.Now()
 	if err != nil {
 		b.renewFails++
-		wasFallback := b.fallback
-		b.checkTrustLocked(now)
-		shed := b.fallback && !wasFallback
 		b.mu.Unlock()
-		if shed {
-			b.shed()
-		}
+		b.distrust()
 		return
 	}
 	if b.fallback && returning {
@@ -584,10 +653,11 @@ func (b *Budget) shed() {
 	}
 }
 
-// listener hears the other processes' announcements of need: it marks the
-// budget contended for a while (pools then close the connections put back
-// in them) and asks the pools to close an idle connection now. It exits at
-// Close.
+// listener hears the other processes' announcements: of a need, it marks
+// the budget contended for a while (pools then close the connections put
+// back in them) and asks the pools to close an idle connection now; of a
+// place given back to the fleet, it has this process's first waiter try
+// now. It exits at Close.
 func (b *Budget) listener() {
 	defer b.done.Done()
 	for {
@@ -603,13 +673,23 @@ func (b *Budget) listener() {
 				if !ok {
 					break recv
 				}
-				if m.Payload == b.o.Instance {
+				kind, from, _ := strings.Cut(m.Payload, " ")
+				if from == b.o.Instance {
 					continue
 				}
-				b.mu.Lock()
-				b.needUntil = time.Now().Add(b.o.Lease / 3)
-				b.mu.Unlock()
-				b.reclaimers.Run(false)
+				switch kind {
+				case "free": // a place went back to the fleet for a queued process
+					b.mu.Lock()
+					if len(b.waiters) > 0 {
+						b.wakeLocked()
+					}
+					b.mu.Unlock()
+				case "need":
+					b.mu.Lock()
+					b.needUntil = time.Now().Add(b.o.Lease / 3)
+					b.mu.Unlock()
+					b.reclaimers.Run(false)
+				}
 			}
 		}
 		ps.Close()

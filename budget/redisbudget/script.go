@@ -13,7 +13,9 @@ import "github.com/redis/go-redis/v9"
 //	                lost its data) refuses new places (two thirds of a lease),
 //	                so that every live instance re-registers the places it
 //	                holds first
-//	{name}:need     pub/sub channel: an instance waits for a place
+//	{name}:need     pub/sub channel: "need <id>", an instance waits for a
+//	                place; "free <id>", an instance gave one back to the
+//	                fleet for an instance queued
 //
 // Every time is Redis's own (TIME), so the instances' clocks never matter
 // to Redis's decisions.
@@ -27,8 +29,10 @@ import "github.com/redis/go-redis/v9"
 // registered (its lease expired, or Redis lost its data) it registers the
 // places it says it holds (ARGV[5]) whatever the total: those connections
 // exist, and refusing to count them would only hide them. ARGV[6] = 1 marks
-// a caller that waits (it joins the queue when refused), ARGV[7] = 1 one
-// whose waiters are all served (it leaves the queue). ARGV[8] = 1 sets the
+// a caller that waits (it joins the queue when refused; granted, it
+// goes to the back of the queue, so that queued instances take turns),
+// ARGV[7] = 1 one whose waiters are all served once this place is granted
+// (it then leaves the queue). ARGV[8] = 1 sets the
 // instance's count to ARGV[5] whatever the total (a renewal: what the
 // instance holds exists, and a count Redis refused to raise would hide it
 // for good). ARGV[9] = 1 marks an instance back from its fallback share
@@ -37,8 +41,8 @@ import "github.com/redis/go-redis/v9"
 // thirds of a lease (as after a loss of data) while they register them;
 // a return within a window already running does not extend it.
 //
-// It returns {granted (0/1), places the fleet holds, instances queued,
-// now, places counted for this instance}.
+// It returns {granted (0/1), places the fleet holds, other instances
+// queued, now, places counted for this instance}.
 var placeScript = redis.NewScript(`
 local holders, counts, queue, alive, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, delta, max, lease, mine = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -113,11 +117,19 @@ if granted == 0 and waiting then
 elseif waiting then
 	redis.call('ZADD', alive, now, id)
 end
-if served then
+if granted == 1 and served then
 	redis.call('ZREM', queue, id)
 	redis.call('ZREM', alive, id)
+elseif granted == 1 and waiting and delta > 0 then
+	-- Served one place with more callers waiting: to the back of the
+	-- queue, so that the instances queued behind take their turns.
+	redis.call('ZADD', queue, 'XX', now, id)
 end
-return {granted, others + want, redis.call('ZCARD', queue), now, want}
+local queued = redis.call('ZCARD', queue)
+if redis.call('ZSCORE', queue, id) then
+	queued = queued - 1
+end
+return {granted, others + want, queued, now, want}
 `)
 
 // leaveScript removes this instance from the fleet (Close): its places
