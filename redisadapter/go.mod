@@ -14,6 +14,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/puzpuzpuz/xsync/v3 v3.5.1 // indirect
+	github.com/rescache/rescache/budget/redisbudget v0.2.0
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
@@ -23,3 +24,5 @@ require (
 replace github.com/rescache/rescache => ../
 
 replace github.com/rescache/rescache/budget => ../budget
+
+replace github.com/rescache/rescache/budget/redisbudget => ../budget/redisbudget

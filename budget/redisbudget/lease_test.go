@@ -141,7 +141,7 @@ func TestLeaseArithmetic(t *testing.T) {
 
 		// Renewals run at start + k*lease/3. Cut a half way between two.
 		synctest.Wait()
-		time.Sleep(start.Add(3*lease/3 + lease/6).Sub(time.Now()))
+		time.Sleep(time.Until(start.Add(3*lease/3 + lease/6)))
 		lastRenewal := start.Add(3 * lease / 3)
 		la.set(true)
 		cut := time.Now()

@@ -58,7 +58,9 @@
 // announced on the channel, so that the process whose turn it is asks for
 // it at once rather than at its next retry (every Lease/10, at most 50ms).
 // Every process that hears a need asks its pools to close their idle
-// connections (the least recently used tenant's first) and closes
+// connections (the least recently used tenant's first; pools with a
+// periodic reclaimer, go-redis's, every Reclaimer.Every while the need
+// lasts) and closes
 // connections put back in its pools instead of keeping them (budget.Budget's
 // Contended), so that places flow to the waiter. A process whose callers
 // wait without pause thus keeps no more than its turns while another
@@ -157,14 +159,16 @@ type Budget struct {
 	fallbacks  int64
 	closed     bool
 
-	stop chan struct{}  // closed by Close
-	done sync.WaitGroup // the renewer and the listener
+	needs chan struct{}  // (1) the listener heard another process's need: the helper reclaims
+	stop  chan struct{}  // closed by Close
+	done  sync.WaitGroup // the renewer, the listener and the helper
 }
 
 var _ budget.Budget = (*Budget)(nil)
 
-// New returns a fleet budget and starts its two goroutines (the lease
-// renewer and the listener for other processes' needs), which Close stops.
+// New returns a fleet budget and starts its three goroutines (the lease
+// renewer, the listener for other processes' announcements and the helper
+// that reclaims for them), which Close stops.
 // It answers at once: places are asked of Redis; if Redis does not answer
 // for two thirds of a lease, the budget turns to its fallback share and
 // joins the fleet when Redis does. It returns an error
@@ -207,10 +211,12 @@ func New(o Options) (*Budget, error) {
 		validUntil: time.Now().Add(o.Lease - o.Lease/3),
 		stop:       make(chan struct{}),
 		wake:       make(chan struct{}),
+		needs:      make(chan struct{}, 1),
 	}
-	b.done.Add(2)
+	b.done.Add(3)
 	go b.renewer()
 	go b.listener()
+	go b.helper()
 	return b, nil
 }
 
@@ -262,8 +268,9 @@ var ErrClosed = errors.New("redisbudget: budget closed")
 // budget with one round trip to Redis, on the fallback share without one.
 // When none is free it calls the reclaimers once, announces its need to
 // the fleet, and waits, first come first served among this process's
-// callers, trying again every Lease/10 (at most 50ms) or as soon as one of
-// this process's connections gives its place back.
+// callers, trying again every Lease/10 (at most 50ms), as soon as one of
+// this process's connections gives its place back, or when another process
+// announces a place it gave back to the fleet.
 func (b *Budget) Acquire(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -654,10 +661,10 @@ func (b *Budget) shed() {
 }
 
 // listener hears the other processes' announcements: of a need, it marks
-// the budget contended for a while (pools then close the connections put
-// back in them) and asks the pools to close an idle connection now; of a
-// place given back to the fleet, it has this process's first waiter try
-// now. It exits at Close.
+// the budget contended for a third of a lease (pools then close the
+// connections put back in them) and has the helper reclaim; of a place
+// given back to the fleet, it has this process's first waiter try now. It
+// exits at Close.
 func (b *Budget) listener() {
 	defer b.done.Done()
 	for {
@@ -688,7 +695,10 @@ func (b *Budget) listener() {
 					b.mu.Lock()
 					b.needUntil = time.Now().Add(b.o.Lease / 3)
 					b.mu.Unlock()
-					b.reclaimers.Run(false)
+					select {
+					case b.needs <- struct{}{}:
+					default: // the helper has one to handle already
+					}
 				}
 			}
 		}
@@ -698,6 +708,44 @@ func (b *Budget) listener() {
 			return
 		case <-time.After(b.retry):
 		}
+	}
+}
+
+// helper reclaims for the other processes' waiters: at each need the
+// listener hears, it calls the reclaimers once, and then the periodic ones
+// every [budget.Reclaimer.Every] while the need lasts (a third of a lease
+// after the last announcement), as a waiter of this process would. The
+// reclaimers run on this goroutine, never on the listener's. It exits at
+// Close.
+func (b *Budget) helper() {
+	defer b.done.Done()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.needs:
+		}
+		b.reclaimers.Run(false)
+		every := b.reclaimers.Every()
+		if every <= 0 {
+			continue
+		}
+		t := time.NewTicker(every)
+		for on := true; on; {
+			select {
+			case <-b.stop:
+				t.Stop()
+				return
+			case <-b.needs:
+				b.reclaimers.Run(false)
+			case <-t.C:
+				b.reclaimers.Run(true)
+			}
+			b.mu.Lock()
+			on = time.Now().Before(b.needUntil)
+			b.mu.Unlock()
+		}
+		t.Stop()
 	}
 }
 
