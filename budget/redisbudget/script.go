@@ -8,7 +8,8 @@ import "github.com/redis/go-redis/v9"
 //	{name}:holders  sorted set: instance id -> expiry of its lease (ms, Redis clock)
 //	{name}:counts   hash: instance id -> places the instance holds
 //	{name}:queue    sorted set: waiting instance id -> when it started waiting (ms)
-//	{name}:alive    sorted set: waiting instance id -> when it last asked (ms)
+//	{name}:alive    sorted set: waiting instance id -> when it last asked (ms);
+//	                one silent for a third of a lease leaves the queue
 //	{name}:epoch    string: until when (ms) a store that has just started (or
 //	                lost its data) refuses new places (two thirds of a lease),
 //	                so that every live instance re-registers the places it
@@ -70,7 +71,10 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', holders, '-inf', now)) do
 	redis.call('ZREM', holders, dead)
 	redis.call('HDEL', counts, dead)
 end
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now - lease)) do
+-- A waiting instance asks at least every tenth of a lease; one that has
+-- not asked for a third of a lease no longer waits (its callers gave up, or
+-- it crashed) and leaves the queue, so that its turn holds no place back.
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now - math.floor(lease / 3))) do
 	redis.call('ZREM', alive, gone)
 	redis.call('ZREM', queue, gone)
 end
