@@ -315,6 +315,20 @@ func TestEvictionClosesServerConnections(t *testing.T) {
 			}
 		}
 
+		// OnEvict and the close of an evicted pool run on the cache's hook
+		// goroutine, after the Lease that evicted it returned: wait for the
+		// last ones.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			mu.Lock()
+			done := len(evicted) >= numTenants-maxEntries
+			for _, db := range evicted {
+				done = done && db.Stats().OpenConnections == 0
+			}
+			mu.Unlock()
+			if done {
+				break
+			}
+		}
 		mu.Lock()
 		gone := evicted
 		evicted = map[string]*sql.DB{}
