@@ -103,6 +103,41 @@ func BenchmarkGetHit(b *testing.B) {
 		reportHitRatio(b, c)
 	})
 
+	// A TinyLFU cache that evicts (full, one eviction at least): a P whose
+	// ring of reads wraps drains it into the sketch (drainReads), which
+	// the caches above, never full, do not. Only found keys are asked.
+	b.Run("Get/TinyLFU/evicting", func(b *testing.B) {
+		c, err := New(func(_ context.Context, key string) (int, error) { return len(key), nil },
+			&Options[string, int]{MaxEntries: benchKeys, IdleTimeout: time.Hour, Policy: TinyLFU})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		for _, k := range keys {
+			c.Get(ctx, k)
+		}
+		for i := range 64 {
+			c.Get(ctx, "extra-"+strconv.Itoa(i))
+		}
+		found := make([]string, len(stream))
+		last := ""
+		for i, k := range stream {
+			if _, ok := c.Peek(k); ok {
+				last = k
+			}
+			found[i] = last
+		}
+		for i := 0; found[i] == ""; i++ {
+			found[i] = last
+		}
+		runStream(b, found, func(key string) {
+			if _, err := c.Get(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		})
+		reportHitRatio(b, c)
+	})
+
 	b.Run("Lease+Release", func(b *testing.B) {
 		c := newCache(b, LRU)
 		runStream(b, stream, func(key string) {

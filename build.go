@@ -147,8 +147,8 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue // removed or failed meanwhile
 			}
 			miss()
-			if c.lfu != nil {
-				c.lfu.reads.record(e.hash) // a request for the key, as a hit is
+			if c.lfu != nil && c.lfu.reads.record(e.hash) && c.lfu.evicting.Load() { // a request for the key, as a hit is
+				c.drainReads()
 			}
 			if got, err, retry := c.wait(ctx, e, cl, lease); !retry {
 				return got, err

@@ -50,18 +50,21 @@ func (cell *pcell) addPinned(hits, taken, released int64) {
 }
 
 // countHit is add(1, taken, 0) for a hit of a TinyLFU cache: within the
-// same pin, it also records the key's hash in the read buffer.
-func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) {
+// same pin, it also records the key's hash in the read buffer. It reports
+// whether the P's ring of the buffer has just wrapped (see
+// Cache.drainReads).
+func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) (wrapped bool) {
 	p := percpu.Pin()
 	if p < len(c.cells) {
 		c.cells[p].addPinned(1, taken, 0)
-		reads.recordPinned(p, hash)
+		wrapped = reads.recordPinned(p, hash)
 		percpu.Unpin()
-		return
+		return wrapped
 	}
 	percpu.Unpin()
 	c.overflow.hits.Add(1)
 	c.overflow.taken.Add(taken)
+	return false
 }
 
 // load returns the hits, and the leases out: taken minus released.

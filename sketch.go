@@ -65,23 +65,32 @@ func (s *sketch) frequency(h uint32) uint64 {
 }
 
 // increment counts one occurrence of h, and halves every counter when the
-// sample is full.
+// sample is full. (Unrolled, as otter's: it runs once per hit drained.)
 func (s *sketch) increment(h uint32) {
 	sh := spread(uint64(h))
-	added := false
-	for i := range uint64(4) {
-		w, shift := s.slot(sh, i)
-		if (s.table[w]>>shift)&15 != 15 {
-			s.table[w] += 1 << shift
-			added = true
-		}
-	}
+	block := (sh & s.blockMask) << 3
+	c := rehash(sh)
+	t := s.table
+	added := incrementAt(t, block+(c&1), ((c>>1)&15)<<2)
+	added = incrementAt(t, block+((c>>8)&1)+2, ((c>>9)&15)<<2) || added
+	added = incrementAt(t, block+((c>>16)&1)+4, ((c>>17)&15)<<2) || added
+	added = incrementAt(t, block+((c>>24)&1)+6, ((c>>25)&15)<<2) || added
 	if added {
 		s.size++
 		if s.size >= s.sampleSize {
 			s.reset()
 		}
 	}
+}
+
+// incrementAt adds one to the counter at shift of word w unless it is at
+// 15, and reports whether it did.
+func incrementAt(t []uint64, w, shift uint64) bool {
+	if (t[w]>>shift)&15 == 15 {
+		return false
+	}
+	t[w] += 1 << shift
+	return true
 }
 
 // reset halves every counter. The counters that were odd lose half a count
@@ -134,17 +143,21 @@ func newReadBuffer(procs int) readBuffer {
 
 // record notes a hit of the key whose hash is h (never 0). It takes no
 // lock and does not allocate.
-func (b *readBuffer) record(h uint32) {
+func (b *readBuffer) record(h uint32) (wrapped bool) {
 	p := percpu.Pin()
-	b.recordPinned(p, h)
+	wrapped = b.recordPinned(p, h)
 	percpu.Unpin()
+	return wrapped
 }
 
-// recordPinned is record for a caller pinned to P p.
-func (b *readBuffer) recordPinned(p int, h uint32) {
+// recordPinned is record for a caller pinned to P p. It reports whether
+// the ring has just wrapped, so that the caller drains the buffer before
+// the ring overwrites records (see Cache.drainReads).
+func (b *readBuffer) recordPinned(p int, h uint32) (wrapped bool) {
 	if p < len(b.rings) {
-		b.rings[p].PutPinned(h)
+		return b.rings[p].PutPinned(h)
 	}
+	return false
 }
 
 // drainLocked passes every hash recorded since the last drain (at most a

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 )
 
 // Policy chooses which entry leaves when a cache bounded by
@@ -170,8 +171,13 @@ type tinyLFU[K comparable, V any] struct {
 	period       int // requests in the current sample period
 	periodMax    int // the longest period: the sketch's reset period
 
-	reads readBuffer   // hits not yet in the sketch; its own synchronisation
-	seed  maphash.Seed // of the key hashes; read-only
+	reads readBuffer // hits not yet in the sketch; its own synchronisation
+	// evicting is set (under Cache.mu, read without it) at the first
+	// eviction for capacity: from then on a caller whose ring of reads has
+	// just wrapped drains the buffer (drainReads). Before, the frequencies
+	// decide nothing, and losing reads costs nothing.
+	evicting atomic.Bool
+	seed     maphash.Seed // of the key hashes; read-only
 }
 
 // newTinyLFU returns the policy state of a cache of maxEntries, idle its
@@ -465,6 +471,9 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 	if candidate != nil {
 		p.placeLocked(candidate, segProbation)
 	}
+	if len(out) > 0 && !p.evicting.Load() {
+		p.evicting.Store(true)
+	}
 	p.climbLocked(p.lenLocked() + len(c.parked) + 1) // the new entry included
 	return out
 }
@@ -483,4 +492,25 @@ func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
 		return pk
 	}
 	return v
+}
+
+// drainReads drains TinyLFU's read buffer into the sketch if c.mu is free,
+// for a caller whose ring of the buffer has just wrapped, once the cache has
+// evicted for capacity (tinyLFU.evicting): so a ring is drained at least every
+// RingSize records while the lock is free, and long runs of hits between
+// two inserts are counted, not overwritten. Without it the sketch counted
+// every insert but only the last RingSize hits of a run, so cached keys
+// looked rarer than the candidates that would evict them (on the LIRS loop
+// trace at 512 entries, .44 against .47 with it; gli at 750, .35 against
+// .44). Caffeine schedules a drain when a stripe of its read buffer fills,
+// as otter does. It never waits for the lock: a caller that finds it taken
+// goes on, and the records wait for the next drain (lossy, as before); it
+// does not move the clock (a moved clock would have every hit rewrite its
+// entry's used stamp). It runs no user code. Its cost, about 64 sketch
+// increments every 64 hits of a P, is measured in bench/README.md.
+func (c *Cache[K, V]) drainReads() {
+	if c.mu.TryLock() {
+		c.lfu.drainLocked(c.clock())
+		c.mu.Unlock()
+	}
 }

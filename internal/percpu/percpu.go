@@ -79,10 +79,14 @@ type Ring struct {
 	_     [48]byte           // keeps the next ring's counter off this ring's last line
 }
 
-// PutPinned records h (never 0). The caller is pinned to the ring's P.
-func (r *Ring) PutPinned(h uint32) {
-	r.slots[uint64(r.n.Load())&(RingSize-1)].store(h)
+// PutPinned records h (never 0), and reports whether the ring has just
+// wrapped (every RingSize records): a drain now loses none of them. The
+// caller is pinned to the ring's P.
+func (r *Ring) PutPinned(h uint32) (wrapped bool) {
+	n := uint64(r.n.Load())
+	r.slots[n&(RingSize-1)].store(h)
 	r.n.AddPinned(1)
+	return (n+1)&(RingSize-1) == 0
 }
 
 // Drain passes every record written since the last drain (at most

@@ -30,7 +30,7 @@ type ringSlot struct{ h uint32 }
 
 func (s *ringSlot) store(h uint32) { s.h = h }
 
-func (s *ringSlot) take() uint32 { return atomic.SwapUint32(&s.h, 0) }
+func (s *ringSlot) take() uint32 { h := s.h; s.h = 0; return h }
 
 // stackSlot is a slot of a Stack: only its pinned P reads and writes it.
 type stackSlot[T any] struct{ p *T }

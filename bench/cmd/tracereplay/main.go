@@ -3,12 +3,13 @@
 // optimum, and prints one row of hit ratios per trace and cache size (a
 // Markdown table), then the rows where TinyLFU misses the goals of issue
 // 22. It exits with status 1 if any policy hits more often than the
-// optimum in any row (a defect of the harness), or if a trace cannot be
-// read.
+// optimum in any row (a defect of the harness), if a trace cannot be
+// read, or, with -claims, if a claim of the README about TinyLFU fails
+// (trace.Claims).
 //
 // Usage, from the repository root:
 //
-//	go run ./bench/cmd/tracereplay [-traces DIR] [-run REGEXP] [NAME=FILE:FORMAT:SIZES[:recency] ...]
+//	go run ./bench/cmd/tracereplay [-traces DIR] [-run REGEXP] [-claims] [NAME=FILE:FORMAT:SIZES[:recency] ...]
 //
 // -traces defaults to $RESCACHE_TRACES, else ../shared/traces. Each
 // argument adds a trace: FILE relative to -traces (or absolute), FORMAT
@@ -30,6 +31,7 @@ func main() {
 	dir := flag.String("traces", trace.Dir("."), "the traces folder")
 	run := flag.String("run", "", "replay only the traces whose name matches this regular expression")
 	builtin := flag.Bool("builtin", true, "replay the builtin traces of the shared folder")
+	claims := flag.Bool("claims", false, "exit 1 when a claim of the README fails (TinyLFU within a point of LRU on recency traces, its mean gap to the optimum at or below otter's)")
 	flag.Parse()
 	var traces []trace.Trace
 	if *builtin {
@@ -75,6 +77,13 @@ func main() {
 	}
 	if err := trace.CheckOptimum(rows); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if failed := trace.Claims(rows); *claims && len(failed) > 0 {
+		fmt.Fprintln(os.Stderr, "tracereplay: a claim of the README fails:")
+		for _, f := range failed {
+			fmt.Fprintln(os.Stderr, "-", f)
+		}
 		os.Exit(1)
 	}
 }

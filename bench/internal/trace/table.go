@@ -186,6 +186,25 @@ func WriteTable(w io.Writer, rows []Row) {
 	fmt.Fprintln(w)
 }
 
+// Claims returns what the README claims of rescache TinyLFU that rows
+// contradict: on a recency trace, no more than a point below rescache LRU;
+// over all rows (of every builtin trace), a mean gap to the optimum at or
+// below otter's. Unlike Goals, whose misses the README lists, a claim that
+// fails makes `tracereplay -claims` (CI) fail.
+func Claims(rows []Row) []string {
+	tiny, ot, lru := Column("rescache TinyLFU"), Column("otter v2"), Column("rescache LRU")
+	var failed []string
+	for _, r := range rows {
+		if d := 100 * (r.Ratio(tiny) - r.Ratio(lru)); r.Trace.Recency && d < -1 {
+			failed = append(failed, fmt.Sprintf("%s at %d (recency): TinyLFU %.3f, LRU %.3f (%+.2f points)", r.Trace.Name, r.Size, r.Ratio(tiny), r.Ratio(lru), d))
+		}
+	}
+	if g := Gaps(rows); g[tiny] > g[ot] {
+		failed = append(failed, fmt.Sprintf("mean gap to the optimum: TinyLFU %.2f points, otter %.2f", g[tiny], g[ot]))
+	}
+	return failed
+}
+
 // Goals returns the rows where rescache TinyLFU misses one of issue 22's
 // goals: at or above otter (within a point on a trace shorter than 100,000
 // accesses), no more than a point below rescache LRU on a recency trace;
