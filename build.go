@@ -147,8 +147,10 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue // removed or failed meanwhile
 			}
 			miss()
-			if c.lfu != nil && c.lfu.reads.record(e.hash) && c.lfu.evicting.Load() { // a request for the key, as a hit is
-				c.drainReads()
+			if c.lfu != nil { // a request for the key, as a hit is
+				if r := c.lfu.reads.record(e.hash); r >= 0 && c.lfu.evicting.Load() {
+					c.drainReads(r)
+				}
 			}
 			if got, err, retry := c.wait(ctx, e, cl, lease); !retry {
 				return got, err

@@ -177,8 +177,8 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
 			if c.lfu != nil {
-				if c.hot.countHit(&c.lfu.reads, e.hash, 0) && c.lfu.evicting.Load() {
-					c.drainReads()
+				if r := c.hot.countHit(&c.lfu.reads, e.hash, 0); r >= 0 && c.lfu.evicting.Load() {
+					c.drainReads(r)
 				}
 			} else {
 				c.hot.add(1, 0, 0)

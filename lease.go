@@ -46,8 +46,8 @@ func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
 			if c.lfu != nil {
-				if c.hot.countHit(&c.lfu.reads, e.hash, 1) && c.lfu.evicting.Load() {
-					c.drainReads()
+				if r := c.hot.countHit(&c.lfu.reads, e.hash, 1); r >= 0 && c.lfu.evicting.Load() {
+					c.drainReads(r)
 				}
 			} else {
 				c.hot.add(1, 1, 0)

@@ -51,9 +51,9 @@ func (cell *pcell) addPinned(hits, taken, released int64) {
 
 // countHit is add(1, taken, 0) for a hit of a TinyLFU cache: within the
 // same pin, it also records the key's hash in the read buffer. It reports
-// whether the P's ring of the buffer has just wrapped (see
+// the ring of the buffer that has just wrapped, or -1 (see
 // Cache.drainReads).
-func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) (wrapped bool) {
+func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) (wrapped int) {
 	p := percpu.Pin()
 	if p < len(c.cells) {
 		c.cells[p].addPinned(1, taken, 0)
@@ -64,7 +64,7 @@ func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) (wrappe
 	percpu.Unpin()
 	c.overflow.hits.Add(1)
 	c.overflow.taken.Add(taken)
-	return false
+	return -1
 }
 
 // load returns the hits, and the leases out: taken minus released.

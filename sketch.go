@@ -124,7 +124,9 @@ func rehash(h uint64) uint64 {
 // readBuffer records the hits of a TinyLFU cache for the sketch without a
 // lock: one ring per P (the scheduler's processor), written by the hit path
 // while pinned to its P (so each ring has a single writer) and drained into
-// the sketch under Cache.mu, by the next insert and by the janitor's tick.
+// the sketch under Cache.mu, by the next insert, by the janitor's tick and,
+// once the cache has evicted, by the hit whose record wraps its ring, if
+// the lock is free (Cache.drainReads).
 // It is lossy, as Caffeine's read buffer is: a ring that fills between two
 // drains overwrites its oldest records, and a P beyond the rings (GOMAXPROCS
 // raised past the CPUs after New) records nothing. Losing a few hits only makes the
@@ -143,22 +145,25 @@ func newReadBuffer(procs int) readBuffer {
 
 // record notes a hit of the key whose hash is h (never 0). It takes no
 // lock and does not allocate.
-func (b *readBuffer) record(h uint32) (wrapped bool) {
+func (b *readBuffer) record(h uint32) (wrapped int) {
 	p := percpu.Pin()
 	wrapped = b.recordPinned(p, h)
 	percpu.Unpin()
 	return wrapped
 }
 
-// recordPinned is record for a caller pinned to P p. It reports whether
-// the ring has just wrapped, so that the caller drains the buffer before
-// the ring overwrites records (see Cache.drainReads).
-func (b *readBuffer) recordPinned(p int, h uint32) (wrapped bool) {
-	if p < len(b.rings) {
-		return b.rings[p].PutPinned(h)
+// recordPinned is record for a caller pinned to P p. It returns p when
+// p's ring has just wrapped, so that the caller drains that ring before it
+// overwrites records (see Cache.drainReads), and -1 otherwise.
+func (b *readBuffer) recordPinned(p int, h uint32) (wrapped int) {
+	if p < len(b.rings) && b.rings[p].PutPinned(h) {
+		return p
 	}
-	return false
+	return -1
 }
+
+// drainRingLocked is drainLocked for ring i only.
+func (b *readBuffer) drainRingLocked(i int, f func(h uint32)) { b.rings[i].Drain(f) }
 
 // drainLocked passes every hash recorded since the last drain (at most a
 // ring's worth per P) to f, and empties the rings.

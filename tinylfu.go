@@ -86,7 +86,10 @@ func (p Policy) String() string {
 //     half full (when Caffeine allocates its sketch);
 //   - frequencies come from the sketch (sketch.go): every insert, every hit
 //     and every caller that waits for a pending build counts one, through
-//     a lossy per-P buffer drained under Cache.mu (Caffeine's read buffer).
+//     a lossy per-P buffer drained under Cache.mu (Caffeine's read buffer):
+//     at every insert, at every janitor tick and, once the cache has
+//     evicted, whenever a P's ring wraps (see drainReads), as Caffeine
+//     drains when a stripe fills.
 //
 // So recency-shaped traffic grows the window toward plain LRU, and
 // frequency-shaped traffic shrinks it. Adapting takes sample periods: a
@@ -225,6 +228,15 @@ func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
 	e.seg = segWindow
 	p.sketch.increment(e.hash)
 	p.misses++
+}
+
+// drainRingLocked is drainLocked for one ring of the read buffer, without
+// noting the clock.
+func (p *tinyLFU[K, V]) drainRingLocked(ring int) {
+	p.reads.drainRingLocked(ring, func(h uint32) {
+		p.sketch.increment(h)
+		p.hits++
+	})
 }
 
 // drainLocked moves the recorded hits into the sketch, counts them as hits
@@ -494,9 +506,10 @@ func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
 	return v
 }
 
-// drainReads drains TinyLFU's read buffer into the sketch if c.mu is free,
-// for a caller whose ring of the buffer has just wrapped, once the cache has
-// evicted for capacity (tinyLFU.evicting): so a ring is drained at least every
+// drainReads drains ring, the ring of TinyLFU's read buffer that the caller
+// has just wrapped, into the sketch if c.mu is free, once the cache has
+// evicted for capacity (tinyLFU.evicting): only the caller's own ring, whose
+// lines its P writes, not the others' (which their own Ps drain). So a ring is drained at least every
 // RingSize records while the lock is free, and long runs of hits between
 // two inserts are counted, not overwritten. Without it the sketch counted
 // every insert but only the last RingSize hits of a run, so cached keys
@@ -508,9 +521,9 @@ func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
 // does not move the clock (a moved clock would have every hit rewrite its
 // entry's used stamp). It runs no user code. Its cost, about 64 sketch
 // increments every 64 hits of a P, is measured in bench/README.md.
-func (c *Cache[K, V]) drainReads() {
+func (c *Cache[K, V]) drainReads(ring int) {
 	if c.mu.TryLock() {
-		c.lfu.drainLocked(c.clock())
+		c.lfu.drainRingLocked(ring)
 		c.mu.Unlock()
 	}
 }
