@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +16,8 @@ import (
 	"github.com/leanovate/gopter"
 	"github.com/leanovate/gopter/gen"
 	"github.com/leanovate/gopter/prop"
+
+	"github.com/rescache/rescache/internal/percpu"
 )
 
 func TestPolicyOption(t *testing.T) {
@@ -395,6 +398,41 @@ func TestTinyLFURefresh(t *testing.T) {
 			if r.key == "hot" && r.gen < b.builds["hot"] && r.closes.Load() != 1 {
 				t.Errorf("replaced value hot#%d closed %d times; want 1", r.gen, r.closes.Load())
 			}
+		}
+	})
+}
+
+// Once a TinyLFU cache has evicted, a long run of hits between two inserts
+// reaches the sketch whole: a P whose ring of the read buffer wraps drains
+// it, so at most a ring's worth per P waits for the next drain. (Before,
+// the ring kept only the last 64 hits of a run.) In a bubble, so that no
+// janitor tick drains meanwhile.
+func TestTinyLFULongHitRunIsCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c, err := New(func(_ context.Context, k int) (int, error) { return k, nil }, &Options[int, int]{MaxEntries: 8, Policy: TinyLFU})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for k := range 9 { // one eviction
+			c.Get(ctx, k)
+		}
+		c.mu.Lock()
+		c.lfu.drainLocked(c.clock())
+		before := c.lfu.hits
+		c.mu.Unlock()
+		const run = 1000
+		for range run {
+			if _, err := c.Get(ctx, 8); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.mu.Lock()
+		counted := c.lfu.hits - before
+		c.mu.Unlock()
+		if want := run - percpu.RingSize*runtime.GOMAXPROCS(0); counted < want {
+			t.Errorf("%d of a run of %d hits reached the sketch; want at least %d", counted, run, want)
 		}
 	})
 }
