@@ -147,8 +147,8 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 				continue // removed or failed meanwhile
 			}
 			miss()
-			if c.lfu != nil { // a request for the key, as a hit is
-				if r := c.lfu.reads.record(e.hash); r >= 0 && c.lfu.evicting.Load() {
+			if c.reads != nil { // a request for the key, as a hit is
+				if r := c.reads.record(e.hash); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			}

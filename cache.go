@@ -83,17 +83,19 @@ type Cache[K comparable, V any] struct {
 	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
 
 	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageIdx, checking and refresh state's fails
-	order      recency[K, V]                   // found entries, least recently used first (LRU and idle)
-	parked     recency[K, V]                   // found entries leased past their idle deadline (LRU only)
+	parked     recency[K, V]                   // found entries leased past their idle deadline, by last use
 	byAge      byDeadline[K, V]                // found entries by deadline (MaxLifetime), soonest first
 	errs       *simplelru.LRU[K, *entry[K, V]] // failed entries remembered by ErrorTTL, oldest failure first
 	lateErrs   []error                         // Close errors of values closed after Close returned
 	leasedGone map[*entry[K, V]]struct{}       // entries removed while leased, until their value is closed
 	janitorOff chan struct{}                   // closed by Close to stop the janitor; nil when there is none
 
-	// lfu is the TinyLFU policy's state (see tinylfu.go), guarded by mu
-	// but for its read buffer; nil with LRU or without MaxEntries.
-	lfu *tinyLFU[K, V]
+	// policy is the eviction policy (policy.go): lruPolicy, or tinyLFU
+	// with Policy TinyLFU and MaxEntries. Guarded by mu.
+	policy policy[K, V]
+	// reads is TinyLFU's read buffer, the one part of the policy that the
+	// hit path touches (with its own synchronisation); nil with LRU.
+	reads *readBuffer
 }
 
 // New returns a cache whose values are built by build. opts may be nil; New
@@ -135,7 +137,10 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	c.tokens.init()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.Policy == TinyLFU && o.MaxEntries > 0 {
-		c.lfu = newTinyLFU[K, V](o.MaxEntries, int64(o.IdleTimeout))
+		p := newTinyLFU[K, V](o.MaxEntries, int64(o.IdleTimeout))
+		c.policy, c.reads = p, &p.reads
+	} else {
+		c.policy = &lruPolicy[K, V]{}
 	}
 	if o.MaxEntries > 0 {
 		c.room.max = o.MaxEntries + max(o.MaxConcurrentBuilds, closeBacklog)
@@ -176,8 +181,8 @@ func needsJanitor[K comparable, V any](o *Options[K, V]) bool {
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
-			if c.lfu != nil {
-				if r := c.hot.countHit(&c.lfu.reads, e.hash, 0); r >= 0 && c.lfu.evicting.Load() {
+			if c.reads != nil {
+				if r := c.hot.countHit(c.reads, e.hash, 0); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			} else {

@@ -141,9 +141,7 @@ type call struct {
 func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
 	e := newEntry[K, V](key)
 	e.born = c.refreshSeq.Add(1)
-	if c.lfu != nil {
-		e.hash = c.lfu.keyHash(key)
-	}
+	e.hash = c.policy.keyHash(key)
 	return e
 }
 

@@ -10,7 +10,8 @@ import (
 // Recency is recorded without a lock: a hit stores the clock in the entry's
 // used stamp (only when the stamp is older than the clock, so a hot entry is
 // written at most once per tick). The order is repaired lazily, when an
-// eviction looks at it: c.order is a min-heap of found entries by nodeUsed,
+// eviction looks at it: the LRU policy's order (lruPolicy.order, policy.go)
+// is a min-heap of found entries by nodeUsed,
 // the stamp each had when it was last placed; an entry at the top whose used
 // stamp moved on is placed again (heap.Fix) and the next one is looked at.
 // An entry at the top that was not used since its placement is the least
@@ -30,7 +31,8 @@ import (
 // of both heaps.
 //
 // With TinyLFU (tinylfu.go) the same heaps and the same repair order each
-// of its three segments, which take the place of c.order.
+// of its three segments, which take the place of the LRU order: each policy
+// sits behind Cache.policy (policy.go).
 //
 // golang-lru's list orders by the calls to Get, which need its lock on every
 // hit; a stamp and a heap keep the hit path lock-free and still evict exactly
@@ -65,18 +67,13 @@ func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
 	if e.parked() {
 		return &c.parked
 	}
-	if c.lfu != nil {
-		return &c.lfu.seg[e.seg]
-	}
-	return &c.order
+	return c.policy.heapOfLocked(e)
 }
 
 // insertLocked makes e, whose build just succeeded, a found entry.
 func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 	e.nodeUsed = e.used.Load()
-	if c.lfu != nil {
-		c.lfu.enterLocked(e)
-	}
+	c.policy.enterLocked(e)
 	heap.Push(c.heapOfLocked(e), e)
 	if c.lifetime > 0 {
 		heap.Push(&c.byAge, e)
@@ -122,35 +119,14 @@ func (c *Cache[K, V]) evict(e *entry[K, V], reason EvictReason) bool {
 	return true
 }
 
-// makeRoomLocked removes least recently used entries until one more fits
-// within MaxEntries. Making room before the insert (not after) keeps Len
-// within MaxEntries even for a reader that does not take c.mu.
+// makeRoomLocked removes entries, as the policy chooses, until one more
+// fits within MaxEntries. Making room before the insert (not after) keeps
+// Len within MaxEntries even for a reader that does not take c.mu.
 func (c *Cache[K, V]) makeRoomLocked() []removal[K, V] {
 	if c.opts.MaxEntries == 0 {
 		return nil
 	}
-	if c.lfu != nil {
-		return c.makeRoomTinyLFULocked()
-	}
-	var out []removal[K, V]
-	for len(c.order)+len(c.parked) >= c.opts.MaxEntries {
-		out = append(out, c.removeLocked(c.lruLocked(), EvictCapacity))
-	}
-	return out
-}
-
-// lruLocked returns the least recently used found entry, repairing the
-// order on the way. The cache must hold an entry.
-func (c *Cache[K, V]) lruLocked() *entry[K, V] {
-	a, b := topLocked(&c.order), topLocked(&c.parked)
-	switch {
-	case a == nil:
-		return b
-	case b == nil || a.nodeUsed <= b.nodeUsed:
-		return a
-	default:
-		return b
-	}
+	return c.policy.makeRoomLocked(c)
 }
 
 // topLocked returns the least recently used entry of h, or nil.
@@ -170,23 +146,17 @@ func topLocked[K comparable, V any](h *recency[K, V]) *entry[K, V] {
 // oldestLocked returns the least recently used found entry that is not
 // parked (nil if there is none), and the heap at whose top it is.
 func (c *Cache[K, V]) oldestLocked() (*recency[K, V], *entry[K, V]) {
-	if c.lfu != nil {
-		return c.lfu.oldestLocked()
-	}
-	return &c.order, topLocked(&c.order)
+	return c.policy.oldestLocked()
 }
 
 // unparkedLocked returns the heaps of the found entries that are not
-// parked: c.order, or TinyLFU's segments.
+// parked: the LRU order, or TinyLFU's segments.
 func (c *Cache[K, V]) unparkedLocked() []*recency[K, V] {
-	if c.lfu != nil {
-		return []*recency[K, V]{&c.lfu.seg[segWindow], &c.lfu.seg[segProbation], &c.lfu.seg[segProtected]}
-	}
-	return []*recency[K, V]{&c.order}
+	return c.policy.unparkedLocked()
 }
 
 // unpark moves e, whose last lease was just released, from c.parked back
-// to c.order, where the idle sweep sees it again. It is called only for
+// to its policy's heap, where the idle sweep sees it again. It is called only for
 // entries that were leased past their idle deadline, so its lock is off
 // the common release path.
 func (c *Cache[K, V]) unpark(e *entry[K, V]) {
@@ -219,10 +189,7 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 			out = append(out, c.removeLocked(e, EvictLifetime))
 		}
 	}
-	if c.lfu != nil {
-		c.lfu.drainLocked(now)
-		c.lfu.climbLocked(c.lfu.lenLocked() + len(c.parked))
-	}
+	c.policy.tickLocked(now, len(c.parked))
 	if c.idle > 0 {
 		for {
 			h, e := c.oldestLocked()

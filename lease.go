@@ -45,8 +45,8 @@ type leaseToken[K comparable, V any] struct {
 func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
-			if c.lfu != nil {
-				if r := c.hot.countHit(&c.lfu.reads, e.hash, 1); r >= 0 && c.lfu.evicting.Load() {
+			if c.reads != nil {
+				if r := c.hot.countHit(c.reads, e.hash, 1); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			} else {

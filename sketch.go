@@ -2,6 +2,7 @@ package rescache
 
 import (
 	"math/bits"
+	"sync/atomic"
 
 	"github.com/rescache/rescache/internal/percpu"
 )
@@ -133,6 +134,11 @@ func rehash(h uint64) uint64 {
 // frequencies a little lower; the sketch is an estimate anyway.
 type readBuffer struct {
 	rings []percpu.Ring // one per P; see percpu.Ring
+	// evicting is set (under Cache.mu, read without it) at the cache's
+	// first eviction for capacity: from then on a caller whose ring has
+	// just wrapped drains it (Cache.drainReads). Before, the frequencies
+	// decide nothing, and losing records costs nothing.
+	evicting atomic.Bool
 }
 
 // readSlots is the size of a ring: at least as many hits as a P serves

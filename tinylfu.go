@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 )
 
 // Policy chooses which entry leaves when a cache bounded by
@@ -174,13 +173,8 @@ type tinyLFU[K comparable, V any] struct {
 	period       int // requests in the current sample period
 	periodMax    int // the longest period: the sketch's reset period
 
-	reads readBuffer // hits not yet in the sketch; its own synchronisation
-	// evicting is set (under Cache.mu, read without it) at the first
-	// eviction for capacity: from then on a caller whose ring of reads has
-	// just wrapped drains the buffer (drainReads). Before, the frequencies
-	// decide nothing, and losing reads costs nothing.
-	evicting atomic.Bool
-	seed     maphash.Seed // of the key hashes; read-only
+	reads readBuffer   // hits not yet in the sketch; its own synchronisation (Cache.reads points here)
+	seed  maphash.Seed // of the key hashes; read-only
 }
 
 // newTinyLFU returns the policy state of a cache of maxEntries, idle its
@@ -435,14 +429,13 @@ func (p *tinyLFU[K, V]) oldestLocked() (*recency[K, V], *entry[K, V]) {
 	return &p.seg[best], tops[best]
 }
 
-// makeRoomTinyLFULocked is makeRoomLocked for TinyLFU: it makes room in the
+// makeRoomLocked is Cache.makeRoomLocked for TinyLFU: it makes room in the
 // window for one new entry, moving the window's least recently used entry
 // to probation as the candidate when the window is full, and while the
 // cache would be over MaxEntries it evicts the loser of the candidate and
 // the main space's victim; then it runs the hill climber. The new entry
 // itself is never a candidate.
-func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
-	p := c.lfu
+func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 	p.drainLocked(c.clock())
 	win, prob := &p.seg[segWindow], &p.seg[segProbation]
 	for len(*win) > p.windowMax {
@@ -468,7 +461,7 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 		if n < c.opts.MaxEntries {
 			break
 		}
-		victim := c.mainVictimLocked()
+		victim := p.mainVictimLocked(&c.parked)
 		switch {
 		case victim == nil && candidate == nil:
 			victim = topLocked(win)
@@ -483,8 +476,8 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 	if candidate != nil {
 		p.placeLocked(candidate, segProbation)
 	}
-	if len(out) > 0 && !p.evicting.Load() {
-		p.evicting.Store(true)
+	if len(out) > 0 && !p.reads.evicting.Load() {
+		p.reads.evicting.Store(true)
 	}
 	p.climbLocked(p.lenLocked() + len(c.parked) + 1) // the new entry included
 	return out
@@ -494,9 +487,8 @@ func (c *Cache[K, V]) makeRoomTinyLFULocked() []removal[K, V] {
 // of probation and of the parked entries (leased past their idle deadline,
 // whatever their segment), or protected's least recently used entry when
 // both are empty; nil when the main space is empty.
-func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
-	p := c.lfu
-	v, pk := p.probationTopLocked(), topLocked(&c.parked)
+func (p *tinyLFU[K, V]) mainVictimLocked(parked *recency[K, V]) *entry[K, V] {
+	v, pk := p.probationTopLocked(), topLocked(parked)
 	switch {
 	case v == nil && pk == nil:
 		return topLocked(&p.seg[segProtected])
@@ -508,7 +500,7 @@ func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
 
 // drainReads drains ring, the ring of TinyLFU's read buffer that the caller
 // has just wrapped, into the sketch if c.mu is free, once the cache has
-// evicted for capacity (tinyLFU.evicting): only the caller's own ring, whose
+// evicted for capacity (readBuffer.evicting): only the caller's own ring, whose
 // lines its P writes, not the others' (which their own Ps drain). So a ring is drained at least every
 // RingSize records while the lock is free, and long runs of hits between
 // two inserts are counted, not overwritten. Without it the sketch counted
@@ -523,7 +515,21 @@ func (c *Cache[K, V]) mainVictimLocked() *entry[K, V] {
 // increments every 64 hits of a P, is measured in bench/README.md.
 func (c *Cache[K, V]) drainReads(ring int) {
 	if c.mu.TryLock() {
-		c.lfu.drainRingLocked(ring)
+		c.policy.drainRingLocked(ring)
 		c.mu.Unlock()
 	}
+}
+
+// heapOfLocked returns the heap of e's segment.
+func (p *tinyLFU[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] { return &p.seg[e.seg] }
+
+// unparkedLocked returns the three segments.
+func (p *tinyLFU[K, V]) unparkedLocked() []*recency[K, V] {
+	return []*recency[K, V]{&p.seg[segWindow], &p.seg[segProbation], &p.seg[segProtected]}
+}
+
+// tickLocked drains the read buffer and runs the climber at a janitor tick.
+func (p *tinyLFU[K, V]) tickLocked(now int64, parked int) {
+	p.drainLocked(now)
+	p.climbLocked(p.lenLocked() + parked)
 }

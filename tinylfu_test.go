@@ -31,8 +31,8 @@ func TestPolicyOption(t *testing.T) {
 		}
 	}
 	c := newTestCache(t, build, &Options[string, int]{Policy: TinyLFU})
-	if c.lfu != nil {
-		t.Errorf("TinyLFU without MaxEntries keeps a policy state; want none")
+	if _, lfu := c.policy.(*tinyLFU[string, int]); lfu || c.reads != nil {
+		t.Errorf("TinyLFU without MaxEntries keeps a TinyLFU state; want the LRU order only")
 	}
 }
 
@@ -418,9 +418,10 @@ func TestTinyLFULongHitRunIsCounted(t *testing.T) {
 		for k := range 9 { // one eviction
 			c.Get(ctx, k)
 		}
+		lfu := c.policy.(*tinyLFU[int, int])
 		c.mu.Lock()
-		c.lfu.drainLocked(c.clock())
-		before := c.lfu.hits
+		lfu.drainLocked(c.clock())
+		before := lfu.hits
 		c.mu.Unlock()
 		const run = 1000
 		for range run {
@@ -429,7 +430,7 @@ func TestTinyLFULongHitRunIsCounted(t *testing.T) {
 			}
 		}
 		c.mu.Lock()
-		counted := c.lfu.hits - before
+		counted := lfu.hits - before
 		c.mu.Unlock()
 		if want := run - percpu.RingSize*runtime.GOMAXPROCS(0); counted < want {
 			t.Errorf("%d of a run of %d hits reached the sketch; want at least %d", counted, run, want)
