@@ -322,6 +322,19 @@ func TestPostgresRestart(t *testing.T) {
 
 	// 6. No leaked connection: the old pools are closed, the new ones
 	// within their limit, and none is left after Close.
+	// An evicted pool is closed on the cache's hook goroutine, after its
+	// OnEvict: wait for the last closes.
+	open := func() (n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, db := range evicted {
+			n += db.Stats().OpenConnections
+		}
+		return n
+	}
+	for deadline := time.Now().Add(5 * time.Second); open() != 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	mu.Lock()
 	for _, db := range evicted {
 		if n := db.Stats().OpenConnections; n != 0 {
