@@ -27,6 +27,33 @@ func budgetConns(t *testing.T, f *fleet) int {
 	return f.minis[0].CurrentConnectionCount()
 }
 
+// samplePeak samples budgetConns every 20ms until the returned function is
+// called, which returns the highest count seen.
+func samplePeak(t *testing.T, f *fleet) (stop func() int) {
+	done := make(chan struct{})
+	var peak atomic.Int64
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if n := int64(budgetConns(t, f)); n > peak.Load() {
+				peak.Store(n)
+			}
+		}
+	})
+	return func() int {
+		close(done)
+		sampler.Wait()
+		return int(peak.Load())
+	}
+}
+
 // 500 tenants with go-redis's default pool sizes, 32 of them in flight at
 // a time, share a budget of 32 connections: the server never shows more
 // than 32 connections of the cache, and no command fails. Against the
@@ -46,23 +73,7 @@ func TestBudget500Tenants(t *testing.T) {
 	}
 	defer c.Close()
 
-	stop := make(chan struct{})
-	var peak atomic.Int64
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			if n := int64(budgetConns(t, f)); n > peak.Load() {
-				peak.Store(n)
-			}
-		}
-	})
+	stopSampling := samplePeak(t, f)
 
 	ctx := context.Background()
 	var failed atomic.Int64
@@ -94,14 +105,13 @@ func TestBudget500Tenants(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	sampler.Wait()
+	peak := stopSampling()
 	st := redisadapter.PoolBudget(c)
-	t.Logf("budget %+v; peak server connections %d (real server: %v)", st, peak.Load(), f.real)
+	t.Logf("budget %+v; peak server connections %d (real server: %v)", st, peak, f.real)
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d of %d tenants saw a command fail; first: %v", n, tenants, firstErr.Load())
 	}
-	if p := peak.Load(); p > budget {
+	if p := peak; p > budget {
 		t.Errorf("the server showed %d connections of the cache at once; want at most %d", p, budget)
 	}
 	if st.Held > budget || st.WaitCount == 0 || st.Reclaimed == 0 {

@@ -56,23 +56,7 @@ func TestFleetBudgetAcrossCaches(t *testing.T) {
 		caches, budgets = append(caches, c), append(budgets, b)
 	}
 
-	stop := make(chan struct{})
-	var peak atomic.Int64
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			if n := int64(budgetConns(t, f)); n > peak.Load() {
-				peak.Store(n)
-			}
-		}
-	})
+	stopSampling := samplePeak(t, f)
 
 	ctx := context.Background()
 	var failed atomic.Int64
@@ -105,16 +89,15 @@ func TestFleetBudgetAcrossCaches(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	close(stop)
-	sampler.Wait()
+	peak := stopSampling()
 	for p, b := range budgets {
 		t.Logf("process %d: served %d tenants; budget %+v", p, served[p].Load(), b.Stats())
 	}
-	t.Logf("peak server connections of the tenants %d (fleet budget %d; real server: %v)", peak.Load(), max, f.real)
+	t.Logf("peak server connections of the tenants %d (fleet budget %d; real server: %v)", peak, max, f.real)
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d commands failed; first: %v", n, firstErr.Load())
 	}
-	if p := peak.Load(); p > max {
+	if p := peak; p > max {
 		t.Errorf("the server showed %d connections of the tenants at once; the fleet budget is %d", p, max)
 	}
 	for tenant := range tenants {

@@ -34,50 +34,20 @@ func newStore(t *testing.T) *store {
 	return &store{m: m}
 }
 
-// pipeLink is one process's way to the store, which the test can cut
-// (open pipes closed, dials refused) and mend.
-type pipeLink struct {
-	mu    sync.Mutex // guards down and conns
-	down  bool
-	conns []net.Conn
-}
-
-// client returns a client of the store through a link of its own.
-func (s *store) client(t *testing.T) (*redis.Client, *pipeLink) {
-	l := &pipeLink{}
+// client returns a client of the store through a link of its own (see
+// link in outage_test.go).
+func (s *store) client(t *testing.T) (*redis.Client, *link) {
+	l := &link{base: func(context.Context, string, string) (net.Conn, error) { return s.m.Dial() }}
 	c := redis.NewClient(&redis.Options{
 		Addr:       "127.0.0.1:6379", // never dialed: an IP, so the client resolves no name
 		MaxRetries: -1,
 		// No maintenance notifications (a Redis Enterprise feature): no
 		// goroutine of theirs in the bubble.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-		Dialer: func(context.Context, string, string) (net.Conn, error) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if l.down {
-				return nil, errors.New("link cut by the test")
-			}
-			conn, err := s.m.Dial()
-			if err == nil {
-				l.conns = append(l.conns, conn)
-			}
-			return conn, err
-		},
+		Dialer:                   l.dial,
 	})
 	t.Cleanup(func() { c.Close() })
 	return c, l
-}
-
-func (l *pipeLink) set(down bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.down = down
-	if down {
-		for _, c := range l.conns {
-			c.Close()
-		}
-		l.conns = nil
-	}
 }
 
 // counted returns the places the store counts for instance id (0 once its

@@ -19,6 +19,8 @@ type link struct {
 	mu    sync.Mutex // guards down and conns
 	down  bool
 	conns []net.Conn
+	// base opens a connection: a TCP dial, or miniredis.Dial in a bubble.
+	base func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (l *link) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -27,7 +29,7 @@ func (l *link) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	if l.down {
 		return nil, errors.New("link cut by the test")
 	}
-	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	c, err := l.base(ctx, network, addr)
 	if err == nil {
 		l.conns = append(l.conns, c)
 	}
@@ -49,7 +51,7 @@ func (l *link) set(down bool) {
 // cutClient returns a client of the test's Redis (c's) through a link.
 func cutClient(t *testing.T, c *redis.Client) (*redis.Client, *link) {
 	t.Helper()
-	l := &link{}
+	l := &link{base: (&net.Dialer{}).DialContext}
 	cc := redis.NewClient(&redis.Options{Addr: c.Options().Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond, Dialer: l.dial})
 	t.Cleanup(func() { cc.Close() })
 	return cc, l
