@@ -15,7 +15,7 @@ import (
 //	           open but, unlike a lease, never changes what callers see (a
 //	           held entry still idles out)
 //	parkedBit  the found entry sits in Cache.parked (leased past its idle
-//	           deadline) rather than Cache.order; set and cleared under
+//	           deadline) rather than its policy's heap; set and cleared under
 //	           Cache.mu, read with the lease count in one load by the
 //	           release of a lease (see Cache.unpark)
 //	valuedBit  the build returned a value (found, or detached with a value)
@@ -99,10 +99,10 @@ type entry[K comparable, V any] struct {
 	refresh atomic.Pointer[refreshState]
 
 	// Guarded by Cache.mu.
-	heapIdx  int32 // index in Cache.order or Cache.parked; -1 when in neither
+	heapIdx  int32 // index in its policy's heap (Cache.policy) or in Cache.parked; -1 when in neither
 	checking bool  // a health check of the entry is running
 	seg      uint8 // TinyLFU: segment, window, probation or protected (see tinylfu.go)
-	nodeUsed int64 // the used stamp by which the entry sits in Cache.order
+	nodeUsed int64 // the used stamp by which the entry sits in its heap (see recency, evict.go)
 	ageIdx   int32 // index in Cache.byAge; -1 when not there
 
 	// hash is TinyLFU's hash of the key, counted by the frequency sketch:
