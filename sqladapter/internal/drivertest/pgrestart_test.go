@@ -323,7 +323,9 @@ func TestPostgresRestart(t *testing.T) {
 	// 6. No leaked connection: the old pools are closed, the new ones
 	// within their limit, and none is left after Close.
 	// An evicted pool is closed on the cache's hook goroutine, after its
-	// OnEvict: wait for the last closes.
+	// OnEvict, and a connection its opener was dialing when it closed is
+	// counted until the dial ends, within the DSN's connect_timeout (5s):
+	// wait for the last closes, up to 15s.
 	open := func() (n int) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -332,7 +334,7 @@ func TestPostgresRestart(t *testing.T) {
 		}
 		return n
 	}
-	for deadline := time.Now().Add(5 * time.Second); open() != 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(15 * time.Second); open() != 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	mu.Lock()
