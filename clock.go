@@ -128,28 +128,3 @@ func satAdd(a, b int64) int64 {
 	}
 	return a + b
 }
-
-// byDeadline is a min-heap of found entries by deadline, for the lifetime
-// sweep: with LifetimeJitter, build order is not deadline order.
-type byDeadline[K comparable, V any] []*entry[K, V]
-
-func (h byDeadline[K, V]) Len() int           { return len(h) }
-func (h byDeadline[K, V]) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
-func (h byDeadline[K, V]) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].ageIdx = int32(i)
-	h[j].ageIdx = int32(j)
-}
-func (h *byDeadline[K, V]) Push(x any) {
-	e := x.(*entry[K, V])
-	e.ageIdx = int32(len(*h))
-	*h = append(*h, e)
-}
-func (h *byDeadline[K, V]) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.ageIdx = -1
-	return e
-}

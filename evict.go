@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/heap"
 	"context"
 	"slices"
 	"sync"
@@ -13,7 +12,7 @@ import (
 // eviction looks at it: the LRU policy's order (lruPolicy.order, policy.go)
 // is a min-heap of found entries by nodeUsed,
 // the stamp each had when it was last placed; an entry at the top whose used
-// stamp moved on is placed again (heap.Fix) and the next one is looked at.
+// stamp moved on is placed again (fix) and the next one is looked at.
 // An entry at the top that was not used since its placement is the least
 // recently used one, since every other entry's stamp is at least its own
 // nodeUsed, which is at least the top's. Each use costs at most one re-place,
@@ -39,29 +38,6 @@ import (
 // by last use, to the clock's resolution. (golang-lru's simplelru bounds the
 // failed entries kept by ErrorTTL, which are added and removed under c.mu
 // only.)
-type recency[K comparable, V any] []*entry[K, V]
-
-func (h recency[K, V]) Len() int           { return len(h) }
-func (h recency[K, V]) Less(i, j int) bool { return h[i].nodeUsed < h[j].nodeUsed }
-func (h recency[K, V]) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = int32(i)
-	h[j].heapIdx = int32(j)
-}
-func (h *recency[K, V]) Push(x any) {
-	e := x.(*entry[K, V])
-	e.heapIdx = int32(len(*h))
-	*h = append(*h, e)
-}
-func (h *recency[K, V]) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.heapIdx = -1
-	return e
-}
-
 // heapOfLocked returns the heap that holds the found entry e.
 func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
 	if e.parked() {
@@ -74,9 +50,9 @@ func (c *Cache[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] {
 func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 	e.nodeUsed = e.used.Load()
 	c.policy.enterLocked(e)
-	heap.Push(c.heapOfLocked(e), e)
+	c.heapOfLocked(e).push(e)
 	if c.lifetime > 0 {
-		heap.Push(&c.byAge, e)
+		c.byAge.push(e)
 	}
 	c.ctr.entries.Add(1)
 }
@@ -86,10 +62,10 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 // c.hooks.notify after the unlock (or, in Close, call OnEvict and drop the
 // hold there).
 func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K, V] {
-	heap.Remove(c.heapOfLocked(e), int(e.heapIdx))
+	c.heapOfLocked(e).remove(int(e.heapIdx))
 	e.unparkBit() // before removedBit: a removed entry is never parked
 	if e.ageIdx >= 0 {
-		heap.Remove(&c.byAge, int(e.ageIdx))
+		c.byAge.remove(int(e.ageIdx))
 	}
 	c.deleteIfSame(e)
 	c.ctr.entries.Add(-1)
@@ -135,7 +111,7 @@ func topLocked[K comparable, V any](h *recency[K, V]) *entry[K, V] {
 		e := (*h)[0]
 		if u := e.used.Load(); u > e.nodeUsed {
 			e.nodeUsed = u
-			heap.Fix(h, 0)
+			h.fix(0)
 			continue
 		}
 		return e
@@ -162,10 +138,10 @@ func (c *Cache[K, V]) unparkedLocked() []*recency[K, V] {
 func (c *Cache[K, V]) unpark(e *entry[K, V]) {
 	c.mu.Lock()
 	if e.parked() && e.heapIdx >= 0 && e.word.Load()&leaseMask == 0 {
-		heap.Remove(&c.parked, int(e.heapIdx))
+		c.parked.remove(int(e.heapIdx))
 		e.unparkBit()
 		e.nodeUsed = e.used.Load()
-		heap.Push(c.heapOfLocked(e), e)
+		c.heapOfLocked(e).push(e)
 	}
 	c.mu.Unlock()
 }
@@ -209,8 +185,8 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 					e.unparkBit()
 					break
 				}
-				heap.Pop(h)
-				heap.Push(&c.parked, e)
+				h.pop()
+				c.parked.push(e)
 				continue
 			}
 			out = append(out, c.removeLocked(e, EvictIdle))

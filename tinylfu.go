@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/heap"
 	"hash/maphash"
 	"math"
 	"math/rand/v2"
@@ -250,7 +249,7 @@ func (p *tinyLFU[K, V]) placeLocked(e *entry[K, V], seg uint8) {
 	u := e.used.Load()
 	e.nodeUsed = max(u, min(p.now, satAdd(u, p.slack)))
 	e.seg = seg
-	heap.Push(&p.seg[seg], e)
+	p.seg[seg].push(e)
 }
 
 // admitLocked reports whether the candidate wins against the victim.
@@ -281,12 +280,12 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 			// since its insert: the release of a lease (which counts as a
 			// use for the idle timeout), not a hit. Re-placed, not
 			// promoted.
-			heap.Fix(prob, 0)
+			prob.fix(0)
 			continue
 		}
-		heap.Pop(prob)
+		prob.pop()
 		e.seg = segProtected
-		heap.Push(prot, e) // by its use: it was just used
+		prot.push(e) // by its use: it was just used
 		p.demoteLocked()
 	}
 	return nil
@@ -299,7 +298,7 @@ func (p *tinyLFU[K, V]) demoteLocked() {
 	prot := &p.seg[segProtected]
 	for len(*prot) > p.protectedMax {
 		d := topLocked(prot)
-		heap.Pop(prot)
+		prot.pop()
 		p.placeLocked(d, segProbation)
 	}
 }
@@ -374,7 +373,7 @@ func (p *tinyLFU[K, V]) increaseWindowLocked() {
 		if e == nil {
 			break
 		}
-		heap.Pop(from)
+		from.pop()
 		p.placeLocked(e, segWindow)
 		quota--
 	}
@@ -402,7 +401,7 @@ func (p *tinyLFU[K, V]) decreaseWindowLocked() {
 		if e == nil {
 			break
 		}
-		heap.Pop(win)
+		win.pop()
 		p.placeLocked(e, segProbation)
 		quota--
 	}
@@ -443,13 +442,13 @@ func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 		// to it): the excess moves to probation as Caffeine's window
 		// eviction does, without a comparison, since nothing leaves.
 		e := topLocked(win)
-		heap.Pop(win)
+		win.pop()
 		p.placeLocked(e, segProbation)
 	}
 	var candidate *entry[K, V]
 	if len(*win) >= p.windowMax {
 		candidate = topLocked(win)
-		heap.Pop(win)
+		win.pop()
 		candidate.seg = segProbation
 	}
 	var out []removal[K, V]
@@ -466,7 +465,7 @@ func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 		case victim == nil && candidate == nil:
 			victim = topLocked(win)
 		case victim == nil || (candidate != nil && !p.admitLocked(candidate, victim)):
-			heap.Push(prob, candidate)
+			prob.push(candidate)
 			out = append(out, c.removeLocked(candidate, EvictCapacity))
 			candidate = nil
 			continue

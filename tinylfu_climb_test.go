@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"container/heap"
 	"math"
 	"slices"
 	"testing"
@@ -28,7 +27,7 @@ func newTestPolicy(t *testing.T, maxEntries int, idle int64, segs [3]seg, window
 			e.used.Store(sg.used[i])
 			e.nodeUsed = sg.used[i]
 			e.seg = uint8(s)
-			heap.Push(&p.seg[s], e)
+			p.seg[s].push(e)
 		}
 	}
 	return p
@@ -40,7 +39,7 @@ func order(p *tinyLFU[int, int], s uint8) (keys []int, ranks []int64) {
 	h := &p.seg[s]
 	for len(*h) > 0 {
 		e := topLocked(h)
-		heap.Pop(h)
+		h.pop()
 		if e.seg != s {
 			panic("entry in the wrong segment")
 		}
