@@ -44,6 +44,12 @@ func (h *indexed[K, V, O]) set(i int, e *entry[K, V]) {
 	*o.pos(e) = int32(i)
 }
 
+func (h *indexed[K, V, O]) swap(i, j int) {
+	ei, ej := (*h)[i], (*h)[j]
+	h.set(i, ej)
+	h.set(j, ei)
+}
+
 // push adds e.
 func (h *indexed[K, V, O]) push(e *entry[K, V]) {
 	var o O
@@ -93,9 +99,7 @@ func (h *indexed[K, V, O]) up(j int) {
 		if !o.less(s[j], s[i]) {
 			break
 		}
-		ei, ej := s[i], s[j]
-		h.set(i, ej)
-		h.set(j, ei)
+		h.swap(i, j)
 		j = i
 	}
 }
@@ -118,9 +122,7 @@ func (h *indexed[K, V, O]) down(i0 int) bool {
 		if !o.less(s[j], s[i]) {
 			break
 		}
-		ei, ej := s[i], s[j]
-		h.set(i, ej)
-		h.set(j, ei)
+		h.swap(i, j)
 		i = j
 	}
 	return i > i0
