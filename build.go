@@ -148,7 +148,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			}
 			miss()
 			if c.reads != nil { // a request for the key, as a hit is
-				if r := c.reads.record(e.hash); r >= 0 && c.reads.evicting.Load() {
+				if r := c.reads.record(e); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			}

@@ -95,7 +95,7 @@ type Cache[K comparable, V any] struct {
 	policy policy[K, V]
 	// reads is TinyLFU's read buffer, the one part of the policy that the
 	// hit path touches (with its own synchronisation); nil with LRU.
-	reads *readBuffer
+	reads *readBuffer[K, V]
 }
 
 // New returns a cache whose values are built by build. opts may be nil; New
@@ -182,7 +182,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) {
 			if c.reads != nil {
-				if r := c.hot.countHit(c.reads, e.hash, 0); r >= 0 && c.reads.evicting.Load() {
+				if r := countHit(&c.hot, c.reads, e, 0); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			} else {

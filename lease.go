@@ -46,7 +46,7 @@ func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
 			if c.reads != nil {
-				if r := c.hot.countHit(c.reads, e.hash, 1); r >= 0 && c.reads.evicting.Load() {
+				if r := countHit(&c.hot, c.reads, e, 1); r >= 0 && c.reads.evicting.Load() {
 					c.drainReads(r)
 				}
 			} else {

@@ -49,15 +49,15 @@ func (cell *pcell) addPinned(hits, taken, released int64) {
 	cell.released.AddPinned(released)
 }
 
-// countHit is add(1, taken, 0) for a hit of a TinyLFU cache: within the
-// same pin, it also records the key's hash in the read buffer. It reports
-// the ring of the buffer that has just wrapped, or -1 (see
-// Cache.drainReads).
-func (c *pcounter) countHit(reads *readBuffer, hash uint32, taken int64) (wrapped int) {
+// countHit is c.add(1, taken, 0) for a hit of e in a TinyLFU cache: within
+// the same pin, it also records e in the read buffer. It reports the ring
+// of the buffer that has just wrapped, or -1 (see Cache.drainReads). (A
+// function, not a method: a method cannot have type parameters.)
+func countHit[K comparable, V any](c *pcounter, reads *readBuffer[K, V], e *entry[K, V], taken int64) (wrapped int) {
 	p := percpu.Pin()
 	if p < len(c.cells) {
 		c.cells[p].addPinned(1, taken, 0)
-		wrapped = reads.recordPinned(p, hash)
+		wrapped = reads.recordPinned(p, e)
 		percpu.Unpin()
 		return wrapped
 	}

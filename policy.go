@@ -34,8 +34,8 @@ type policy[K comparable, V any] interface {
 	// with parked entries parked.
 	tickLocked(now int64, parked int)
 	// drainRingLocked drains one ring of the read buffer (Cache.reads)
-	// into the policy's counts; see Cache.drainReads.
-	drainRingLocked(ring int)
+	// into the policy, at clock now; see Cache.drainReads.
+	drainRingLocked(ring int, now int64)
 }
 
 var (
@@ -90,4 +90,4 @@ func (p *lruPolicy[K, V]) unparkedLocked() []*recency[K, V] {
 
 func (p *lruPolicy[K, V]) tickLocked(int64, int) {}
 
-func (p *lruPolicy[K, V]) drainRingLocked(int) {}
+func (p *lruPolicy[K, V]) drainRingLocked(int, int64) {}

@@ -122,18 +122,27 @@ func rehash(h uint64) uint64 {
 	return h
 }
 
-// readBuffer records the hits of a TinyLFU cache for the sketch without a
+// readBuffer records the hits of a TinyLFU cache for the policy without a
 // lock: one ring per P (the scheduler's processor), written by the hit path
-// while pinned to its P (so each ring has a single writer) and drained into
-// the sketch under Cache.mu, by the next insert, by the janitor's tick and,
-// once the cache has evicted, by the hit whose record wraps its ring, if
-// the lock is free (Cache.drainReads).
+// while pinned to its P (so each ring has a single writer) and drained
+// under Cache.mu, by the next insert, by the janitor's tick and, once the
+// cache has evicted, by the hit whose record wraps its ring, if the lock is
+// free (Cache.drainReads). A record is the entry that was hit, as in
+// Caffeine's read buffer: the drain counts its key in the sketch and moves
+// it as its segment asks (a probation entry goes to protected; see
+// tinyLFU.accessLocked).
+//
 // It is lossy, as Caffeine's read buffer is: a ring that fills between two
-// drains overwrites its oldest records, and a P beyond the rings (GOMAXPROCS
-// raised past the CPUs after New) records nothing. Losing a few hits only makes the
-// frequencies a little lower; the sketch is an estimate anyway.
-type readBuffer struct {
-	rings []percpu.Ring // one per P; see percpu.Ring
+// drains overwrites its oldest records, and a P beyond the rings
+// (GOMAXPROCS raised past the CPUs after New) records nothing. Losing a few
+// hits only makes the frequencies a little lower and leaves a probation
+// entry where it is until its next hit (or until it reaches the end of
+// probation; see tinyLFU.probationTopLocked). A record keeps its entry
+// reachable, not open, until the next drain: a removed entry's value may be
+// kept from the garbage collector that long (a janitor tick at most while
+// the cache is idle), never from its Close.
+type readBuffer[K comparable, V any] struct {
+	rings []percpu.Ring[entry[K, V]] // one per P; see percpu.Ring
 	// evicting is set (under Cache.mu, read without it) at the cache's
 	// first eviction for capacity: from then on a caller whose ring has
 	// just wrapped drains it (Cache.drainReads). Before, the frequencies
@@ -145,15 +154,14 @@ type readBuffer struct {
 // between two inserts, in the common case, without a loss.
 const readSlots = percpu.RingSize
 
-func newReadBuffer(procs int) readBuffer {
-	return readBuffer{rings: make([]percpu.Ring, procs)}
+func newReadBuffer[K comparable, V any](procs int) readBuffer[K, V] {
+	return readBuffer[K, V]{rings: make([]percpu.Ring[entry[K, V]], procs)}
 }
 
-// record notes a hit of the key whose hash is h (never 0). It takes no
-// lock and does not allocate.
-func (b *readBuffer) record(h uint32) (wrapped int) {
+// record notes a hit of e. It takes no lock and does not allocate.
+func (b *readBuffer[K, V]) record(e *entry[K, V]) (wrapped int) {
 	p := percpu.Pin()
-	wrapped = b.recordPinned(p, h)
+	wrapped = b.recordPinned(p, e)
 	percpu.Unpin()
 	return wrapped
 }
@@ -161,19 +169,20 @@ func (b *readBuffer) record(h uint32) (wrapped int) {
 // recordPinned is record for a caller pinned to P p. It returns p when
 // p's ring has just wrapped, so that the caller drains that ring before it
 // overwrites records (see Cache.drainReads), and -1 otherwise.
-func (b *readBuffer) recordPinned(p int, h uint32) (wrapped int) {
-	if p < len(b.rings) && b.rings[p].PutPinned(h) {
+func (b *readBuffer[K, V]) recordPinned(p int, e *entry[K, V]) (wrapped int) {
+	if p < len(b.rings) && b.rings[p].PutPinned(e) {
 		return p
 	}
 	return -1
 }
 
 // drainRingLocked is drainLocked for ring i only.
-func (b *readBuffer) drainRingLocked(i int, f func(h uint32)) { b.rings[i].Drain(f) }
+func (b *readBuffer[K, V]) drainRingLocked(i int, f func(e *entry[K, V])) { b.rings[i].Drain(f) }
 
-// drainLocked passes every hash recorded since the last drain (at most a
-// ring's worth per P) to f, and empties the rings.
-func (b *readBuffer) drainLocked(f func(h uint32)) {
+// drainLocked passes every entry recorded since the last drain (at most a
+// ring's worth per P) to f, oldest first within each ring, and empties the
+// rings.
+func (b *readBuffer[K, V]) drainLocked(f func(e *entry[K, V])) {
 	for i := range b.rings {
 		b.rings[i].Drain(f)
 	}

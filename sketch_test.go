@@ -26,14 +26,15 @@ func TestSketchCountsAndAges(t *testing.T) {
 }
 
 func TestReadBufferDrainsAndLoses(t *testing.T) {
-	b := newReadBuffer(runtime.GOMAXPROCS(0))
-	count := func() (n int, seen map[uint32]int) {
-		seen = map[uint32]int{}
-		b.drainLocked(func(h uint32) { n++; seen[h]++ })
+	b := newReadBuffer[int, int](runtime.GOMAXPROCS(0))
+	es := make([]entry[int, int], 3*readSlots)
+	count := func() (n int, seen map[*entry[int, int]]int) {
+		seen = map[*entry[int, int]]int{}
+		b.drainLocked(func(e *entry[int, int]) { n++; seen[e]++ })
 		return n, seen
 	}
-	for h := uint32(1); h <= 10; h++ {
-		b.record(h)
+	for i := range 10 {
+		b.record(&es[i])
 	}
 	if n, seen := count(); n != 10 || len(seen) != 10 {
 		t.Errorf("drained %d records (%d distinct); want 10", n, len(seen))
@@ -44,8 +45,8 @@ func TestReadBufferDrainsAndLoses(t *testing.T) {
 	// More than a ring between two drains: the oldest are lost, the rest
 	// are counted once. (A goroutine may move between Ps: at most a
 	// ring per P.)
-	for h := uint32(1); h <= 3*readSlots; h++ {
-		b.record(h)
+	for i := range es {
+		b.record(&es[i])
 	}
 	if n, seen := count(); n < readSlots || n > 3*readSlots || len(seen) != n {
 		t.Errorf("drained %d records (%d distinct) of %d; want between %d and all, each once", n, len(seen), 3*readSlots, readSlots)

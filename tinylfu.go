@@ -101,27 +101,42 @@ func (p Policy) String() string {
 // end of one it moves at most the step's worth of entries, O(log n) each.
 //
 // Not followed: Caffeine's write buffer and maintenance task are not
-// needed, since rescache's inserts already take Cache.mu; and Caffeine's
-// promotion on access is lazy here (below).
+// needed, since rescache's inserts already take Cache.mu; and recency
+// within a segment is kept with a heap, not a linked list (below).
 //
 // Recency within each segment is kept the way LRU keeps it (evict.go): the
 // used stamp that the hit path writes, and a heap per segment repaired
-// lazily. An entry that changes segment without being used (a candidate, a
-// demoted entry, an entry the climber moves) is placed at the most recently
-// used end of its new segment: its heap key, nodeUsed, is set to the clock
-// of the move, not to its used stamp (see placeLocked). Not with an
-// IdleTimeout: the idle sweep walks the same heaps and must close an idle
-// entry on time, so a moved entry keeps its used stamp as its key (the
-// order before this change). A use within the tick of
-// the move is not seen as a use.
+// lazily (segTopLocked). An entry that changes segment without being used
+// (a candidate, a demoted entry, an entry the climber moves) is placed at
+// the most recently used end of its new segment: its heap key, nodeUsed, is
+// set to the clock of the move, not to its used stamp (see placeLocked).
+// Without an IdleTimeout, every key the policy gives (an insert, a move, a
+// promotion, a repair) is also one more than the last one it gave when
+// that is higher (nextKey), so that the entries placed within one tick of
+// the clock keep the order in which they were placed rather than tie
+// (with ties, on the LIRS loop trace at 512 entries, the victim was any
+// entry of its tick: .447 against .492; see bench/README.md). The keys run
+// ahead of the clock by one nanosecond per placement within a tick, never
+// by a tick. With an IdleTimeout the idle sweep walks the same heaps and
+// must close an idle entry on time, so every key is the entry's used
+// stamp; entries of one tick tie, and a probation entry moves to protected
+// lazily (below). A use within the tick of the move is not seen as a use.
 //
-// A move from probation to protected is lazy too: an entry of probation
-// whose used stamp moved on since it was placed there has been used again,
-// and is promoted when it reaches the top of probation's heap, that is
-// when it would otherwise be the next victim; unless the sketch counted
-// its key once at most, since then the stamp moved by the release of a
-// lease (a use for the idle timeout, not a request). Uses within the same
-// clock tick count as one, as they do for LRU.
+// Without an IdleTimeout, a move from probation to protected happens when
+// the request is drained from the read buffer, as Caffeine's
+// reorderProbation does it (accessLocked): a lazy move, when the entry
+// reached the top of probation's heap, left the victim to be any entry
+// that had not been requested again yet, and the comparisons then
+// favoured the candidates, whose count already held their latest request
+// (loop trace at 512 entries: .471 with the lazy move, .492 with this
+// one). With an IdleTimeout the move stays lazy: with keys that tie
+// within a tick, as they do then, the move at the drain did worse (.447,
+// measured with the ties and no IdleTimeout). A request the
+// lossy buffer dropped, and the release of a lease (which moves the used
+// stamp but is not a request), are seen at the top of probation: an entry
+// whose stamp moved since it was placed there is promoted then, unless
+// the sketch counted its key once at most (the release of a lease, not a
+// hit), when it is placed again instead.
 
 // Segments of TinyLFU, in entry.seg.
 const (
@@ -155,6 +170,9 @@ type tinyLFU[K comparable, V any] struct {
 	// now is the clock of the pass under way (set by drainLocked): the
 	// heap key of the entries that the pass moves without a use.
 	now int64
+	// key is the last heap key given to an entry inserted, moved or
+	// promoted (nextKey), without an IdleTimeout.
+	key int64
 	// slack is how far above its used stamp the heap key of a moved entry
 	// may go (0 with an IdleTimeout; math.MaxInt64 without one).
 	slack int64
@@ -172,8 +190,8 @@ type tinyLFU[K comparable, V any] struct {
 	period       int // requests in the current sample period
 	periodMax    int // the longest period: the sketch's reset period
 
-	reads readBuffer   // hits not yet in the sketch; its own synchronisation (Cache.reads points here)
-	seed  maphash.Seed // of the key hashes; read-only
+	reads readBuffer[K, V] // hits not yet in the sketch; its own synchronisation (Cache.reads points here)
+	seed  maphash.Seed     // of the key hashes; read-only
 }
 
 // newTinyLFU returns the policy state of a cache of maxEntries, idle its
@@ -194,7 +212,7 @@ func newTinyLFU[K comparable, V any](maxEntries int, idle int64) *tinyLFU[K, V] 
 		step:         -climbStep * float64(maxEntries),
 		period:       max(maxEntries, 1),
 		periodMax:    int(newSketchSample(maxEntries)),
-		reads:        newReadBuffer(max(runtime.GOMAXPROCS(0), runtime.NumCPU())), // as many rings as c.hot has cells
+		reads:        newReadBuffer[K, V](max(runtime.GOMAXPROCS(0), runtime.NumCPU())), // as many rings as c.hot has cells
 		seed:         maphash.MakeSeed(),
 	}
 }
@@ -219,35 +237,86 @@ func (p *tinyLFU[K, V]) lenLocked() int {
 // caller pushes it. e.hash was set by Cache.newEntry.
 func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
 	e.seg = segWindow
+	e.nodeUsed = p.nextKey(e.nodeUsed)
 	p.sketch.increment(e.hash)
 	p.misses++
 }
 
-// drainRingLocked is drainLocked for one ring of the read buffer, without
-// noting the clock.
-func (p *tinyLFU[K, V]) drainRingLocked(ring int) {
-	p.reads.drainRingLocked(ring, func(h uint32) {
-		p.sketch.increment(h)
-		p.hits++
-	})
+// drainRingLocked is drainLocked for one ring of the read buffer.
+func (p *tinyLFU[K, V]) drainRingLocked(ring int, now int64) {
+	p.now = max(p.now, now)
+	p.reads.drainRingLocked(ring, p.accessLocked)
 }
 
-// drainLocked moves the recorded hits into the sketch, counts them as hits
-// of the sample, and notes now, the clock, for the moves of the pass that
-// follows.
+// drainLocked passes the recorded hits to accessLocked, and notes now, the
+// clock, for the moves of the pass that follows.
 func (p *tinyLFU[K, V]) drainLocked(now int64) {
 	p.now = max(p.now, now)
-	p.reads.drainLocked(func(h uint32) {
-		p.sketch.increment(h)
-		p.hits++
-	})
+	p.reads.drainLocked(p.accessLocked)
+}
+
+// accessLocked is a recorded request for e, drained (Caffeine's onAccess):
+// its key is counted in the sketch and as a hit of the climber's sample,
+// and, without an IdleTimeout, an entry of probation moves to protected at
+// once (Caffeine's reorderProbation), keyed by its use; protected's least recently used
+// entries then go back to probation while protected is over its share.
+// Entries of the window and of protected stay where they are: their used
+// stamps, which the hit wrote, repair their heaps lazily. e may have left
+// the cache, been parked or still be pending since it was recorded (a
+// waiter's record): then it is only counted.
+func (p *tinyLFU[K, V]) accessLocked(e *entry[K, V]) {
+	p.sketch.increment(e.hash)
+	p.hits++
+	if e.seg != segProbation || p.slack == 0 {
+		return
+	}
+	prob := &p.seg[segProbation]
+	i := int(e.heapIdx)
+	if i < 0 || i >= len(*prob) || (*prob)[i] != e {
+		return // pending, parked (its index is in Cache.parked) or removed
+	}
+	prob.remove(i)
+	e.nodeUsed = p.nextKey(e.used.Load())
+	e.seg = segProtected
+	p.seg[segProtected].push(e)
+	p.demoteLocked()
+}
+
+// segTopLocked is topLocked for a segment's heap h: it returns h's least
+// recently used entry, or nil, repairing the heap on the way with the keys
+// of nextKey.
+func (p *tinyLFU[K, V]) segTopLocked(h *recency[K, V]) *entry[K, V] {
+	for len(*h) > 0 {
+		e := (*h)[0]
+		if u := e.used.Load(); u > e.nodeUsed {
+			e.nodeUsed = p.nextKey(u)
+			h.fix(0)
+			continue
+		}
+		return e
+	}
+	return nil
+}
+
+// nextKey returns the heap key of an entry that the policy places now, at
+// least at (its used stamp, or the clock of a move): without an
+// IdleTimeout, one more than the last key given when that is higher, so
+// that the entries placed within one tick of the clock keep the order in
+// which they were placed; with one, at itself, since the idle sweep reads
+// the key as the last use.
+func (p *tinyLFU[K, V]) nextKey(at int64) int64 {
+	if p.slack == 0 {
+		return at
+	}
+	p.key = max(p.key+1, at)
+	return p.key
 }
 
 // placeLocked pushes e, which is in no heap, at the most recently used end
 // of segment seg (see the comment above on the heap key).
 func (p *tinyLFU[K, V]) placeLocked(e *entry[K, V], seg uint8) {
 	u := e.used.Load()
-	e.nodeUsed = max(u, min(p.now, satAdd(u, p.slack)))
+	e.nodeUsed = p.nextKey(max(u, min(p.now, satAdd(u, p.slack))))
 	e.seg = seg
 	p.seg[seg].push(e)
 }
@@ -274,7 +343,7 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 		if u <= e.nodeUsed {
 			return e
 		}
-		e.nodeUsed = u
+		e.nodeUsed = p.nextKey(u)
 		if p.sketch.frequency(e.hash) < 2 {
 			// Its stamp moved, but no request for the key was counted
 			// since its insert: the release of a lease (which counts as a
@@ -297,7 +366,7 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 func (p *tinyLFU[K, V]) demoteLocked() {
 	prot := &p.seg[segProtected]
 	for len(*prot) > p.protectedMax {
-		d := topLocked(prot)
+		d := p.segTopLocked(prot)
 		prot.pop()
 		p.placeLocked(d, segProbation)
 	}
@@ -368,7 +437,7 @@ func (p *tinyLFU[K, V]) increaseWindowLocked() {
 		e := p.probationTopLocked()
 		from := &p.seg[segProbation]
 		if e == nil {
-			e, from = topLocked(&p.seg[segProtected]), &p.seg[segProtected]
+			e, from = p.segTopLocked(&p.seg[segProtected]), &p.seg[segProtected]
 		}
 		if e == nil {
 			break
@@ -397,7 +466,7 @@ func (p *tinyLFU[K, V]) decreaseWindowLocked() {
 		if quota == 0 {
 			break
 		}
-		e := topLocked(win)
+		e := p.segTopLocked(win)
 		if e == nil {
 			break
 		}
@@ -413,9 +482,9 @@ func (p *tinyLFU[K, V]) decreaseWindowLocked() {
 // oldestLocked returns the least recently used entry of the segments (nil
 // when they are empty) and the heap at whose top it is, for the idle sweep.
 func (p *tinyLFU[K, V]) oldestLocked() (*recency[K, V], *entry[K, V]) {
-	tops := [3]*entry[K, V]{topLocked(&p.seg[segWindow]), p.probationTopLocked(), topLocked(&p.seg[segProtected])}
+	tops := [3]*entry[K, V]{p.segTopLocked(&p.seg[segWindow]), p.probationTopLocked(), p.segTopLocked(&p.seg[segProtected])}
 	// Promotions may have changed protected's top.
-	tops[segProtected] = topLocked(&p.seg[segProtected])
+	tops[segProtected] = p.segTopLocked(&p.seg[segProtected])
 	best := -1
 	for i, e := range tops {
 		if e != nil && (best < 0 || e.nodeUsed < tops[best].nodeUsed) {
@@ -441,13 +510,13 @@ func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 		// Over its share (a refreshed entry or an unparked one came back
 		// to it): the excess moves to probation as Caffeine's window
 		// eviction does, without a comparison, since nothing leaves.
-		e := topLocked(win)
+		e := p.segTopLocked(win)
 		win.pop()
 		p.placeLocked(e, segProbation)
 	}
 	var candidate *entry[K, V]
 	if len(*win) >= p.windowMax {
-		candidate = topLocked(win)
+		candidate = p.segTopLocked(win)
 		win.pop()
 		candidate.seg = segProbation
 	}
@@ -463,7 +532,7 @@ func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 		victim := p.mainVictimLocked(&c.parked)
 		switch {
 		case victim == nil && candidate == nil:
-			victim = topLocked(win)
+			victim = p.segTopLocked(win)
 		case victim == nil || (candidate != nil && !p.admitLocked(candidate, victim)):
 			prob.push(candidate)
 			out = append(out, c.removeLocked(candidate, EvictCapacity))
@@ -490,7 +559,7 @@ func (p *tinyLFU[K, V]) mainVictimLocked(parked *recency[K, V]) *entry[K, V] {
 	v, pk := p.probationTopLocked(), topLocked(parked)
 	switch {
 	case v == nil && pk == nil:
-		return topLocked(&p.seg[segProtected])
+		return p.segTopLocked(&p.seg[segProtected])
 	case v == nil || (pk != nil && pk.nodeUsed < v.nodeUsed):
 		return pk
 	}
@@ -514,7 +583,7 @@ func (p *tinyLFU[K, V]) mainVictimLocked(parked *recency[K, V]) *entry[K, V] {
 // increments every 64 hits of a P, is measured in bench/README.md.
 func (c *Cache[K, V]) drainReads(ring int) {
 	if c.mu.TryLock() {
-		c.policy.drainRingLocked(ring)
+		c.policy.drainRingLocked(ring, c.clock())
 		c.mu.Unlock()
 	}
 }

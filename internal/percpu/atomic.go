@@ -18,12 +18,15 @@ func (c *Cell) store(n int64) { c.n.Store(n) }
 // (a cell shared by Ps beyond a structure's slots).
 func (c *Cell) Add(d int64) { c.n.Add(d) }
 
-// ringSlot is a slot of a Ring, atomic here (see plain.go).
-type ringSlot struct{ h atomic.Uint32 }
+// ringSlot is a slot of a Ring, atomic here (see plain.go): the atomic
+// store of a record and the swap of the drain that takes it order, for the
+// race detector, what the writer did before its store and what the drainer
+// reads of the object.
+type ringSlot[T any] struct{ p atomic.Pointer[T] }
 
-func (s *ringSlot) store(h uint32) { s.h.Store(h) }
+func (s *ringSlot[T]) store(t *T) { s.p.Store(t) }
 
-func (s *ringSlot) take() uint32 { return s.h.Swap(0) }
+func (s *ringSlot[T]) take() *T { return s.p.Swap(nil) }
 
 // stackSlot is a slot of a Stack, atomic here (see plain.go): the atomic
 // store of a push and the atomic load of the pop that takes the object

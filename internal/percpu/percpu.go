@@ -65,45 +65,48 @@ func (c *Cell) AddPinned(d int64) {
 // RingSize is the number of slots of a Ring.
 const RingSize = 64
 
-// Ring is one P's ring of a lossy buffer of uint32 records (0 is no
-// record): its P writes it while pinned, and one drainer at a time (under a
-// lock of the owner's) empties it. A ring that fills between two drains
-// overwrites its oldest records; a record is lost, or drained one drain
-// late, never drained twice.
+// Ring is one P's ring of a lossy buffer of records, pointers to T (nil is
+// no record): its P writes it while pinned, and one drainer at a time
+// (under a lock of the owner's) empties it. A ring that fills between two
+// drains overwrites its oldest records; a record is lost, or drained one
+// drain late, never drained twice. A record keeps its object reachable
+// until it is drained or overwritten.
 //
-// This is Caffeine's read buffer, striped by P rather than by thread hash.
-type Ring struct {
-	n     Cell               // records written: single writer, the ring's P
-	read  uint64             // records drained; guarded by the drainer's lock
-	slots [RingSize]ringSlot // the records; 0 is an empty slot
-	_     [48]byte           // keeps the next ring's counter off this ring's last line
+// This is Caffeine's read buffer, striped by P rather than by thread hash;
+// like Caffeine's, it holds the objects read, so that the drainer knows
+// which one was read, not only a hash of it.
+type Ring[T any] struct {
+	n     Cell                  // records written: single writer, the ring's P
+	read  uint64                // records drained; guarded by the drainer's lock
+	slots [RingSize]ringSlot[T] // the records; nil is an empty slot
+	_     [48]byte              // keeps the next ring's counter off this ring's last line
 }
 
-// PutPinned records h (never 0), and reports whether the ring has just
+// PutPinned records t (never nil), and reports whether the ring has just
 // wrapped (every RingSize records): a drain now loses none of them. The
 // caller is pinned to the ring's P.
-func (r *Ring) PutPinned(h uint32) (wrapped bool) {
+func (r *Ring[T]) PutPinned(t *T) (wrapped bool) {
 	n := uint64(r.n.Load())
-	r.slots[n&(RingSize-1)].store(h)
+	r.slots[n&(RingSize-1)].store(t)
 	r.n.AddPinned(1)
 	return (n+1)&(RingSize-1) == 0
 }
 
 // Drain passes every record written since the last drain (at most
-// RingSize) to f, and empties the ring. Drains of one ring must not run at
-// the same time: the caller serialises them.
-func (r *Ring) Drain(f func(h uint32)) {
+// RingSize) to f, oldest first, and empties the ring. Drains of one ring
+// must not run at the same time: the caller serialises them.
+func (r *Ring[T]) Drain(f func(t *T)) {
 	n := uint64(r.n.Load())
 	from := r.read
 	if n-from > RingSize {
 		from = n - RingSize
 	}
 	for j := from; j < n; j++ {
-		// A slot whose store is not visible yet reads 0, or a record an
+		// A slot whose store is not visible yet reads nil, or a record an
 		// overwrite replaced: either way one record is lost, never
 		// passed twice.
-		if h := r.slots[j&(RingSize-1)].take(); h != 0 {
-			f(h)
+		if t := r.slots[j&(RingSize-1)].take(); t != nil {
+			f(t)
 		}
 	}
 	r.read = n

@@ -142,7 +142,7 @@ func TestStackBounds(t *testing.T) {
 // empties the rings: no record is drained twice, and none that was not
 // put; when the writers stop, a last drain leaves the rings empty.
 func TestRingsDrainEachRecordOnce(t *testing.T) {
-	rings := make([]Ring, Slots())
+	rings := make([]Ring[uint32], Slots())
 	const goroutines, puts = 4, 20000
 	var mu sync.Mutex // the drainer's lock
 	seen := make(map[uint32]int)
@@ -150,7 +150,7 @@ func TestRingsDrainEachRecordOnce(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := range rings {
-			rings[i].Drain(func(h uint32) { seen[h]++ })
+			rings[i].Drain(func(h *uint32) { seen[*h]++ })
 		}
 	}
 	var wg sync.WaitGroup
@@ -159,10 +159,10 @@ func TestRingsDrainEachRecordOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range puts {
-				h := uint32(g*puts + i + 1) // distinct, never 0
+				h := uint32(g*puts + i + 1) // distinct
 				p := Pin()
 				if p < len(rings) {
-					rings[p].PutPinned(h)
+					rings[p].PutPinned(&h)
 				}
 				Unpin()
 				if i%1000 == 0 {

@@ -23,14 +23,19 @@ func (c *Cell) store(n int64) { c.n = n }
 // (a cell shared by Ps beyond a structure's slots).
 func (c *Cell) Add(d int64) { atomic.AddInt64(&c.n, d) }
 
-// ringSlot is a slot of a Ring: its P stores with a plain store (a
-// word-sized store is never torn, so the drain reads the new record or what
-// was there before), the drain takes it with an atomic swap.
-type ringSlot struct{ h uint32 }
+// ringSlot is a slot of a Ring: its P stores with a plain store, and the
+// drain takes it with a plain load and store of nil. A pointer-sized store
+// is never torn, so the drain reads the new record or what was there
+// before; a store of its P that lands between the drain's load and its
+// store of nil is lost (the buffer is lossy), never read twice. Both
+// stores go through the garbage collector's write barrier, as every
+// pointer store does. An atomic swap would cost a locked instruction per
+// slot in every drain.
+type ringSlot[T any] struct{ p *T }
 
-func (s *ringSlot) store(h uint32) { s.h = h }
+func (s *ringSlot[T]) store(t *T) { s.p = t }
 
-func (s *ringSlot) take() uint32 { h := s.h; s.h = 0; return h }
+func (s *ringSlot[T]) take() *T { t := s.p; s.p = nil; return t }
 
 // stackSlot is a slot of a Stack: only its pinned P reads and writes it.
 type stackSlot[T any] struct{ p *T }
