@@ -48,6 +48,12 @@ func TestFleetBudgetAcrossCaches(t *testing.T) {
 				return f.options(tenant), nil
 			},
 			Budget: b,
+			// The build's ping waits for a place of the budget: bound it
+			// by the callers' own deadline, not the default 5 s, which a
+			// loaded machine (CI runs every module's tests at once,
+			// with -race) exceeded in 4 of 600 builds while every place
+			// was busy. A process left waiting 20 s still fails the test.
+			PingTimeout: 20 * time.Second,
 		})
 		if err != nil {
 			t.Fatal(err)

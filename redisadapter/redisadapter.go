@@ -43,7 +43,10 @@ type Options[K comparable] struct {
 	// dial included. It is enforced even when the server accepts the
 	// connection and never answers: the build then closes the client and
 	// fails with an error that matches [context.DeadlineExceeded]. It is cut
-	// shorter by the build's own deadline.
+	// shorter by the build's own deadline. With a Budget, the dial's wait
+	// for a free connection of the budget is part of it: give callers
+	// that may wait long for a place (a fleet budget under load) a longer
+	// PingTimeout.
 	//
 	// default: 0, meaning [DefaultPingTimeout] (5s).
 	PingTimeout time.Duration
