@@ -133,7 +133,8 @@ func (p Policy) String() string {
 // within a tick, as they do then, the move at the drain did worse (.447,
 // measured with the ties and no IdleTimeout); and with keys ordered within
 // a reading but moved entries keyed by their used stamps, as the idle
-// sweep needs, the move at the drain took the loop from .41 to .40. A request the
+// sweep needs, the move at the drain gained nothing on the loop (.39-.41
+// against .41). A request the
 // lossy buffer dropped, and the release of a lease (which moves the used
 // stamp but is not a request), are seen at the top of probation: an entry
 // whose stamp moved since it was placed there is promoted then, unless
