@@ -270,3 +270,91 @@ func TestShutdownSaysWhichLeasesAreOut(t *testing.T) {
 		})
 	}
 }
+
+// Leases.
+func TestLeaseKeepsValueOpenAcrossInvalidate(t *testing.T) {
+	var b builder
+	c := newTestCache(t, b.build, nil)
+	v, release, err := c.Acquire(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Invalidate("k") {
+		t.Fatal("Invalidate = false")
+	}
+	if v.closed() {
+		t.Fatal("value closed while leased")
+	}
+	if s := c.Stats(); s.Leased != 1 || s.Entries != 0 {
+		t.Errorf("Stats = %+v; want 1 lease, 0 entries", s)
+	}
+	// The next call builds a fresh value at once.
+	if v2 := mustGet(t, c, "k"); v2 == v {
+		t.Fatal("Get after Invalidate returned the invalidated value")
+	}
+	release()
+	if !v.closed() {
+		t.Fatal("value not closed at its last release")
+	}
+	release() // idempotent
+	if n := v.closes.Load(); n != 1 {
+		t.Fatalf("closes = %d; want 1", n)
+	}
+	if s := c.Stats(); s.Leased != 0 {
+		t.Errorf("Leased = %d after release; want 0", s.Leased)
+	}
+}
+
+func TestLeaseKeepsValueOpenAcrossEviction(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c := newTestCache(t, b.build, &Options[string, *resource]{MaxEntries: 1})
+		v, release, err := c.Acquire(context.Background(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustGet(t, c, "b") // evicts a
+		if _, ok := c.Peek("a"); ok {
+			t.Fatal("a still cached after eviction")
+		}
+		synctest.Wait() // the eviction's hooks run on the hook goroutine
+		if v.closed() {
+			t.Fatal("leased value closed by eviction")
+		}
+		v2, release2, _ := c.Acquire(context.Background(), "a")
+		defer release2()
+		if v2 == v {
+			t.Fatal("the evicted value was handed out again")
+		}
+		release()
+		if !v.closed() {
+			t.Fatal("evicted value not closed at release")
+		}
+	})
+}
+
+func TestManyLeasesCloseAtLastRelease(t *testing.T) {
+	var b builder
+	c := newTestCache(t, b.build, nil)
+	var releases []func()
+	var v *resource
+	for range 5 {
+		vv, r, err := c.Acquire(context.Background(), "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v = vv
+		releases = append(releases, r)
+	}
+	c.Invalidate("k")
+	for i, r := range releases {
+		if v.closed() {
+			t.Fatalf("closed after %d of 5 releases", i)
+		}
+		r()
+		r()
+	}
+	if n := v.closes.Load(); n != 1 {
+		t.Fatalf("closes = %d; want 1", n)
+	}
+}

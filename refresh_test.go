@@ -3,6 +3,7 @@ package rescache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -429,6 +430,143 @@ func TestRefreshBackoffAtTheLimit(t *testing.T) {
 		synctest.Wait()
 		if s := c.Stats(); s.Refreshes != 5 {
 			t.Errorf("Refreshes = %d; want 5: a use started an automatic refresh after failures with RefreshAfter at its limit", s.Refreshes)
+		}
+	})
+}
+
+// The sentences of the refresh, stats and options docs that say exactly
+// when and where: each is checked here.
+func TestRefreshAndStatsSentences(t *testing.T) {
+	t.Run("one jitter draw for MaxLifetime and RefreshAfter", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var b builder
+			c := newTestCache(t, b.build, &Options[string, *resource]{
+				MaxLifetime: time.Hour, RefreshAfter: 30 * time.Minute, LifetimeJitter: 10 * time.Minute,
+			})
+			for i := range 50 {
+				mustGet(t, c, fmt.Sprint(i))
+				e, _ := c.m.Load(fmt.Sprint(i))
+				// Both are the build's end less the same jitter.
+				fromLife := e.deadline - c.lifetime
+				fromRefresh := e.refresh.Load().at.Load() - c.refreshAfter
+				if fromLife != fromRefresh {
+					t.Fatalf("entry %d: lifetime and refresh age shortened by amounts %v apart; want one draw", i, time.Duration(fromLife-fromRefresh))
+				}
+			}
+		})
+	})
+	t.Run("Building counts a build that lent its slot", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			gate := make(chan struct{})
+			var c *Cache[string, string]
+			c = newTestCache(t, func(ctx context.Context, key string) (string, error) {
+				if key == "a" {
+					return c.Get(ctx, "b")
+				}
+				<-gate
+				return "b", nil
+			}, &Options[string, string]{MaxConcurrentBuilds: 1})
+			go c.Get(context.Background(), "a")
+			synctest.Wait()
+			if s := c.Stats(); s.Building != 2 || s.Pending != 2 {
+				t.Errorf("a waits for b: Building %d, Pending %d; want 2, 2", s.Building, s.Pending)
+			}
+			close(gate)
+		})
+	})
+	t.Run("a timed-out refresh counts at its timeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var n atomic.Int32
+			c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+				if n.Add(1) > 1 {
+					time.Sleep(5 * time.Second) // ignores its context
+				}
+				return "v", nil
+			}, &Options[string, string]{BuildTimeout: time.Second})
+			mustGet(t, c, "k")
+			start := time.Now()
+			err := c.Refresh(context.Background(), "k")
+			if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != time.Second {
+				t.Fatalf("Refresh = %v after %v; want the timeout after 1s", err, time.Since(start))
+			}
+			if s := c.Stats(); s.Refreshes != 1 || s.RefreshErrors != 1 || s.Building != 1 {
+				t.Errorf("at the timeout: Refreshes %d, RefreshErrors %d, Building %d; want 1, 1, 1", s.Refreshes, s.RefreshErrors, s.Building)
+			}
+			time.Sleep(5 * time.Second)
+			synctest.Wait()
+			if s := c.Stats(); s.Refreshes != 1 || s.Building != 0 {
+				t.Errorf("after the build returned: Refreshes %d, Building %d; want 1, 0", s.Refreshes, s.Building)
+			}
+		})
+	})
+	t.Run("the backoff counts from the end of the failed refresh", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var n atomic.Int32
+			c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+				if n.Add(1) == 1 {
+					return "v", nil
+				}
+				time.Sleep(3 * time.Second) // the failed refresh takes 3s
+				return "", errors.New("refresh fails")
+			}, &Options[string, string]{RefreshAfter: 8 * time.Second, ClockResolution: 10 * time.Millisecond})
+			mustGet(t, c, "k")
+			// Two ticks past RefreshAfter: the hit path reads the coarse
+			// clock, which the janitor may not have moved yet at the very
+			// instant of the deadline.
+			time.Sleep(8*time.Second + 20*time.Millisecond)
+			mustGet(t, c, "k") // starts the refresh
+			time.Sleep(3 * time.Second)
+			synctest.Wait() // it failed, 3s after it started
+			if s := c.Stats(); s.RefreshErrors != 1 {
+				t.Fatalf("RefreshErrors %d; want 1", s.RefreshErrors)
+			}
+			// Backoff RefreshAfter/8 = 1s from the failure's end: a use
+			// 0.9s after it starts nothing, one 1.1s after it does.
+			time.Sleep(900 * time.Millisecond)
+			mustGet(t, c, "k")
+			synctest.Wait()
+			if got := n.Load(); got != 2 {
+				t.Fatalf("a use 0.9s after the failure started refresh #%d; want none", got-1)
+			}
+			time.Sleep(200 * time.Millisecond)
+			mustGet(t, c, "k")
+			synctest.Wait()
+			if got := n.Load(); got != 3 {
+				t.Errorf("a use 1.1s after the failure: %d builds; want 3", got)
+			}
+		})
+	})
+	t.Run("a Refresh arriving while a rebuild runs starts the next one", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var n atomic.Int32
+			gate := make(chan struct{})
+			c := newTestCache(t, func(ctx context.Context, key string) (string, error) {
+				if n.Add(1) == 2 {
+					<-gate
+				}
+				return "v", nil
+			}, nil)
+			mustGet(t, c, "k")
+			errs := make(chan error, 2)
+			go func() { errs <- c.Refresh(context.Background(), "k") }()
+			synctest.Wait() // the first rebuild runs
+			go func() { errs <- c.Refresh(context.Background(), "k") }()
+			synctest.Wait()
+			close(gate)
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := n.Load(); got != 3 {
+				t.Errorf("%d builds; want 3: the late Refresh starts its own rebuild after the first", got)
+			}
+		})
+	})
+	t.Run("Policy values other than LRU and TinyLFU are refused", func(t *testing.T) {
+		_, err := New(func(context.Context, string) (int, error) { return 0, nil }, &Options[string, int]{Policy: 7})
+		if err == nil || !strings.Contains(err.Error(), "Policy") {
+			t.Errorf("New with Policy(7) = %v; want an error naming Policy", err)
 		}
 	})
 }

@@ -14,7 +14,7 @@ import (
 
 // TestSemanticsTableIsCovered keeps README.md's Semantics table and the
 // index of the tests that check each row (the comment at the top of
-// promises_test.go) in step: every row of the table has tests listed, every
+// semantics_index_test.go) in step: every row of the table has tests listed, every
 // row listed is a row of the table, and every test listed exists.
 func TestSemanticsTableIsCovered(t *testing.T) {
 	rows := semanticsRows(t)
@@ -22,7 +22,7 @@ func TestSemanticsTableIsCovered(t *testing.T) {
 	tests := testFuncs(t)
 	for _, row := range rows {
 		if len(index[row]) == 0 {
-			t.Errorf("Semantics row %q has no test listed in promises_test.go's index", row)
+			t.Errorf("Semantics row %q has no test listed in semantics_index_test.go's index", row)
 		}
 	}
 	inTable := make(map[string]bool)
@@ -73,12 +73,12 @@ func semanticsRows(t *testing.T) []string {
 	return rows
 }
 
-// semanticsIndex parses the index in promises_test.go's top comment: a
+// semanticsIndex parses the index in semantics_index_test.go's top comment: a
 // line "//\t<row, padded to 15 columns><tests>", continued by lines that
 // start with spaces.
 func semanticsIndex(t *testing.T) map[string][]string {
 	t.Helper()
-	src, err := os.ReadFile("promises_test.go")
+	src, err := os.ReadFile("semantics_index_test.go")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func semanticsIndex(t *testing.T) map[string][]string {
 		index[row] = append(index[row], testName.FindAllString(body, -1)...)
 	}
 	if len(index) == 0 {
-		t.Fatal("no index found in promises_test.go")
+		t.Fatal("no index found in semantics_index_test.go")
 	}
 	return index
 }
