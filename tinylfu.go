@@ -582,8 +582,10 @@ func (p *tinyLFU[K, V]) mainVictimLocked(parked *recency[K, V]) *entry[K, V] {
 // as otter does. It never waits for the lock: a caller that finds it taken
 // goes on, and the records wait for the next drain (lossy, as before); it
 // does not move the clock (a moved clock would have every hit rewrite its
-// entry's used stamp). It runs no user code. Its cost, about 64 sketch
-// increments every 64 hits of a P, is measured in bench/README.md.
+// entry's used stamp; it reads it, for the keys of the entries it moves).
+// It runs no user code. Its cost, about 64 sketch increments every 64 hits
+// of a P, and without an IdleTimeout a move to protected (O(log n)) for
+// each probation entry among them, is measured in bench/README.md.
 func (c *Cache[K, V]) drainReads(ring int) {
 	if c.mu.TryLock() {
 		c.policy.drainRingLocked(ring, c.clock())
