@@ -40,8 +40,8 @@ func newTenantDBs(t *testing.T) *rescache.Cache[string, *sql.DB] {
 }
 
 // waitOnce makes one caller wait for tenant's single connection and give
-// up: the pool's WaitCount grows by one and its WaitDuration by about a
-// millisecond. It returns the connection it held, still held.
+// up: the pool's WaitCount grows by one and its WaitDuration by the
+// time it waited. It returns the connection it held, still held.
 func waitOnce(t *testing.T, cache *rescache.Cache[string, *sql.DB], tenant string, held *sql.Conn) *sql.Conn {
 	t.Helper()
 	ctx := context.Background()
@@ -54,13 +54,31 @@ func waitOnce(t *testing.T, cache *rescache.Cache[string, *sql.DB], tenant strin
 			t.Fatalf("%s: Conn: %v", tenant, err)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+	// Give up once the pool has queued the wait (database/sql counts it
+	// then), not after a fixed deadline: a context that expired before
+	// Conn looked at it (a loaded machine) would return at once, counted
+	// as no wait.
+	before := db.Stats().WaitCount
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if c, err := db.Conn(wctx); !errors.Is(err, context.DeadlineExceeded) {
+	done := make(chan error, 1)
+	go func() {
+		c, err := db.Conn(wctx)
 		if c != nil {
 			c.Close()
 		}
-		t.Fatalf("%s: Conn with the only connection held = %v; want %v", tenant, err, context.DeadlineExceeded)
+		done <- err
+	}()
+	for db.Stats().WaitCount == before {
+		select {
+		case err := <-done:
+			t.Fatalf("%s: Conn with the only connection held = %v before it waited; want it to wait", tenant, err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("%s: Conn with the only connection held = %v; want %v", tenant, err, context.Canceled)
 	}
 	return held
 }
