@@ -310,7 +310,9 @@ func TestTinyLFUDrainPromotesProbationHits(t *testing.T) {
 // 512 entries (the LIRS loop trace): the best a cache can do is keep a
 // fixed set of them (.505 at the optimum, .496 for otter v2). With ties
 // between the entries placed within one clock tick and a lazy promotion
-// from probation, TinyLFU reached .47.
+// from probation, TinyLFU reached .467-.477; with them ordered and the
+// promotion at the drain, .484-.492 (.484 under -race beside every
+// module's tests), so the bound is .478.
 func TestTinyLFUKeepsAFixedSetOfALoop(t *testing.T) {
 	c, err := New(func(_ context.Context, k int) (int, error) { return k, nil }, &Options[int, int]{MaxEntries: 512, Policy: TinyLFU})
 	if err != nil {
@@ -328,7 +330,7 @@ func TestTinyLFUKeepsAFixedSetOfALoop(t *testing.T) {
 	s := c.Stats()
 	ratio := float64(s.Hits) / float64(keys*rounds)
 	t.Logf("hit ratio %.3f", ratio)
-	if ratio < .485 {
-		t.Errorf("hit ratio %.3f; want at least .485", ratio)
+	if ratio < .478 {
+		t.Errorf("hit ratio %.3f; want at least .478", ratio)
 	}
 }
