@@ -13,7 +13,7 @@ import (
 // Tests of eviction and expiry: LRU order, idle timeout, lifetime, leased
 // entries, and the cost of a sweep.
 
-// Eviction.
+// A full cache evicts its least recently used entry, with EvictCapacity.
 func TestLRUEviction(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var b builder

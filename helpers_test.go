@@ -1,6 +1,7 @@
 package rescache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -114,3 +115,22 @@ func (r *runningCounter) enter() {
 }
 
 func (r *runningCounter) exit() { r.n.Add(-1) }
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes from the hook
+// goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// Tests of refresh: Refresh and RefreshAfter replace a value without making
+// callers wait, keep the old value on failure, share one build, take a build
+// slot, back off, and spread lifetimes with jitter.
+
 // gatedBuilder builds *resource values; a build waits while a gate is set,
 // and fails while fail is set.
 type gatedBuilder struct {

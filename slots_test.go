@@ -14,7 +14,7 @@ import (
 // Tests of build slots (MaxConcurrentBuilds): the bound, waits that honour
 // their context, lending a slot to a nested build, and ErrBuildCycle.
 
-// MaxConcurrentBuilds.
+// No more than MaxConcurrentBuilds builds run at once.
 func TestMaxConcurrentBuilds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var inflight, peak atomic.Int32
