@@ -45,22 +45,14 @@ type leaseToken[K comparable, V any] struct {
 func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 	if e, ok := c.m.Load(key); ok {
 		if w := e.word.Load(); found(w) && c.use(e, w) && e.tryLease() {
-			if c.reads != nil {
-				if r := countHit(&c.hot, c.reads, e, 1); r >= 0 && c.reads.evicting.Load() {
-					c.drainReads(r)
-				}
-			} else {
-				c.hot.add(1, 1, 0)
-			}
-			return c.newLease(e), nil
+			return c.newLease(e, 1), nil
 		}
 	}
 	e, err := c.slow(ctx, key, true)
 	if err != nil {
 		return Lease[K, V]{}, err
 	}
-	c.hot.add(0, 1, 0)
-	return c.newLease(e), nil
+	return c.newLease(e, 0), nil
 }
 
 // Value returns the leased value; the zero V for the zero Lease. It stays
@@ -78,7 +70,7 @@ func (l Lease[K, V]) Key() K { return l.key }
 // idempotent across copies of l, and does nothing for the zero Lease.
 func (l Lease[K, V]) Release() {
 	if e := l.end(); e != nil {
-		l.t.c.releaseEntry(e)
+		l.t.c.dropLease(e)
 	}
 }
 
@@ -102,13 +94,15 @@ func (l Lease[K, V]) Discard() {
 		r, removed = c.removeLocked(e, EvictDiscarded), true
 	}
 	c.mu.Unlock()
-	c.releaseEntry(e) // the removal's hold keeps the value open for OnEvict
+	c.dropLease(e) // the removal's hold keeps the value open for OnEvict
 	if removed {
 		c.afterRemove(r)
 	}
 }
 
-// end ends the lease if no copy ended it yet, and returns its entry, or nil.
+// end ends the lease if no copy ended it yet, counts its release in c.hot
+// and gives its token back, and returns its entry, or nil. The caller then
+// drops the entry's lease (Cache.dropLease).
 func (l Lease[K, V]) end() *entry[K, V] {
 	t := l.t
 	if t == nil || !t.gen.CompareAndSwap(l.gen, l.gen+1) {
@@ -118,24 +112,43 @@ func (l Lease[K, V]) end() *entry[K, V] {
 	t.e = nil
 	if t.track != nil {
 		t.track.end()
+		t.c.hot.add(0, 0, 1)
 		return e
 	}
-	t.c.tokens.put(t)
+	t.c.leaseReleased(t)
 	return e
 }
 
-// newLease returns a lease on e, whose word already counts it (and which
-// c.hot counts). Without leak tracking it reuses a token: no allocation.
-func (c *Cache[K, V]) newLease(e *entry[K, V]) Lease[K, V] {
+// newLease returns a lease on e, whose word already counts it, and counts
+// the lease in c.hot, with a hit when hits is 1 (which a TinyLFU cache also
+// records in its read buffer). Without leak tracking it reuses a token: no
+// allocation.
+func (c *Cache[K, V]) newLease(e *entry[K, V], hits int64) Lease[K, V] {
 	if c.opts.LeakThreshold > 0 {
+		c.countLease(e, hits)
 		return c.newTrackedLease(e)
 	}
-	t := c.tokens.get()
+	t, wrapped := c.leaseTaken(e, hits)
+	if wrapped >= 0 && c.reads.evicting.Load() {
+		c.drainReads(wrapped)
+	}
 	if t == nil {
 		t = &leaseToken[K, V]{c: c}
 	}
 	t.e = e
 	return Lease[K, V]{t: t, gen: t.gen.Load(), key: e.key, val: e.val}
+}
+
+// countLease counts a lease taken on e in c.hot, with a hit when hits is 1,
+// for a lease that takes no token from c.tokens (a tracked one).
+func (c *Cache[K, V]) countLease(e *entry[K, V], hits int64) {
+	if hits != 0 && c.reads != nil {
+		if r := countHit(&c.hot, c.reads, e, 1); r >= 0 && c.reads.evicting.Load() {
+			c.drainReads(r)
+		}
+		return
+	}
+	c.hot.add(hits, 1, 0)
 }
 
 // Acquire returns the value for key like Get, with a lease: the value is not
@@ -161,12 +174,20 @@ func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), 
 
 func noRelease() {}
 
-// releaseEntry drops one lease of e: the release is a use (the idle timeout
-// runs from it), and the last lease of a removed entry closes its value on
-// the releasing goroutine (a caller of that key); the last lease of an
-// entry held past its idle deadline gives it back to the idle sweep.
+// releaseEntry counts the release of a lease of e in c.hot and drops the
+// lease (dropLease): the release of a lease whose token end does not take,
+// a tracked lease the garbage collector found dropped.
 func (c *Cache[K, V]) releaseEntry(e *entry[K, V]) {
 	c.hot.add(0, 0, 1)
+	c.dropLease(e)
+}
+
+// dropLease drops one lease of e, whose release is counted already: the
+// release is a use (the idle timeout runs from it), and the last lease of a
+// removed entry closes its value on the releasing goroutine (a caller of
+// that key); the last lease of an entry held past its idle deadline gives
+// it back to the idle sweep.
+func (c *Cache[K, V]) dropLease(e *entry[K, V]) {
 	if c.tick > 0 {
 		c.touch(e)
 	}

@@ -178,3 +178,35 @@ func TestStatsCountEachCallOnceUnderInvalidate(t *testing.T) {
 		t.Errorf("Hits %d + Misses %d + ErrorHits %d = %d; want the %d calls made", s.Hits, s.Misses, s.ErrorHits, got, calls.Load())
 	}
 }
+
+// Processors created after New (GOMAXPROCS raised past the CPUs) have no
+// per-processor slot: their hits and leases are counted in the shared
+// overflow cell and their lease tokens are not reused, and the counts stay
+// exact.
+func TestCountsOfProcessorsAddedAfterNew(t *testing.T) {
+	c := newTestCache(t, func(context.Context, string) (string, error) { return "v", nil }, nil)
+	mustGet(t, c, "k")
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(len(c.hot.cells) + 4))
+	const workers, rounds = 16, 500
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				l, err := c.Lease(context.Background(), "k")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				runtime.Gosched()
+				l.Release()
+				l.Release() // idempotent
+			}
+		}()
+	}
+	wg.Wait()
+	if s := c.Stats(); s.Leased != 0 || s.Hits != workers*rounds {
+		t.Errorf("Stats: Leased %d, Hits %d; want 0, %d", s.Leased, s.Hits, workers*rounds)
+	}
+}
