@@ -311,6 +311,13 @@ func (b *Budget) take(ctx context.Context, waiting, last bool) (bool, error) {
 
 	b.opMu.Lock()
 	b.mu.Lock()
+	if b.closed {
+		// Close has run (or runs) the leave script under opMu: a place
+		// taken now would register this process in Redis again.
+		b.mu.Unlock()
+		b.opMu.Unlock()
+		return false, ErrClosed
+	}
 	mine := b.leased
 	b.mu.Unlock()
 	r, err := b.place(ctx, 1, mine, waiting, waiting && last, false, false)
@@ -364,7 +371,11 @@ func (b *Budget) wait(ctx context.Context) error {
 			return ErrClosed
 		}
 		if head {
-			ok, _ := b.take(ctx, true, last)
+			ok, err := b.take(ctx, true, last)
+			if err == ErrClosed {
+				b.leave(ch)
+				return ErrClosed
+			}
 			if ok {
 				if !b.leave(ch) {
 					// A release handed this waiter a place while take
@@ -460,7 +471,15 @@ func (b *Budget) Release() {
 	b.mu.Lock()
 	b.leased--
 	mine := b.leased
+	closed := b.closed
 	b.mu.Unlock()
+	if closed {
+		// Close's leave script removed every place of this process from
+		// Redis; telling Redis of this one would register the process
+		// again (with a count no renewal corrects: the renewer has
+		// stopped).
+		return
+	}
 	// mine already counts this release: Redis's count for this process,
 	// if it lost it, is mine; else its count less one.
 	r, err := b.place(context.Background(), -1, mine+1, false, false, false, false)
@@ -523,8 +542,10 @@ func (b *Budget) Instance() string { return b.o.Instance }
 
 // Close stops the budget's goroutines and removes this process from the
 // fleet, so that the places Redis counts for it return at once (its
-// connections must be closed by then: close the caches first). Waiting
-// Acquire calls return ErrClosed. Close is idempotent.
+// connections should be closed by then: close the caches first). Waiting
+// Acquire calls return ErrClosed. A Release after Close only counts
+// locally: Redis no longer holds this process's places, and no script of
+// this process runs after Close's. Close is idempotent.
 func (b *Budget) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -535,6 +556,11 @@ func (b *Budget) Close() error {
 	b.mu.Unlock()
 	close(b.stop)
 	b.done.Wait()
+	// Under opMu, so that no script of this process runs after the leave:
+	// a take or a release in flight ends first, and later ones see closed
+	// and leave Redis alone.
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), b.o.Lease/3)
 	defer cancel()
 	return leaveScript.Run(ctx, b.o.Client, b.keys[:4], b.o.Instance).Err()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -356,4 +357,45 @@ func TestCloseLeavesTheFleet(t *testing.T) {
 		t.Fatalf("a's place after its Close: %v", err)
 	}
 	b.Release()
+	// a's connection closes after its budget (a pool closing late): the
+	// place is given back locally, and Redis does not count a again.
+	a.Release()
+	if ok, err := c.HExists(ctx, a.keys[1], "a").Result(); err != nil || ok {
+		t.Errorf("Redis counts a after a Release that followed its Close (%v, %v)", ok, err)
+	}
+}
+
+// Releases that race Close never register the closed process again: no
+// script of a process runs after Close's leave (a fleet's rolling update
+// found Redis counting a stopped instance whose last connections closed
+// while it left).
+func TestReleaseRacingCloseLeavesNoCount(t *testing.T) {
+	c, _ := redisFor(t)
+	n := name(t)
+	for round := range 20 {
+		id := "r" + strconv.Itoa(round)
+		a, err := New(Options{Client: c, Name: n, Max: 8, Instance: id, Lease: 600 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, id+" joins", func() bool { return !a.Stats().Fallback })
+		for range 8 {
+			if err := a.Acquire(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(a.Release)
+		}
+		wg.Go(func() {
+			if err := a.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		if ok, err := c.HExists(context.Background(), a.keys[1], id).Result(); err != nil || ok {
+			t.Fatalf("round %d: Redis counts %s after its Close (%v, %v)", round, id, ok, err)
+		}
+	}
 }
