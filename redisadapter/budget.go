@@ -284,7 +284,8 @@ func (c *budgetConn) reclaim(now int64) bool {
 // side of a connection.
 const closeDrainTimeout = time.Second
 
-// Close closes the connection and gives its place back, once. Before it
+// Close closes the connection and gives its place back, once; a later
+// Close does nothing and returns nil. Before it
 // gives the place back it half-closes the connection and reads until the
 // server has closed its side too, so that the server no longer counts the
 // connection when the place is taken again: the budget holds as the
@@ -299,14 +300,20 @@ func (c *budgetConn) Close() error {
 			_, _ = io.Copy(io.Discard, c.Conn)
 		}
 	}
-	err := c.Conn.Close()
-	if first {
-		bc := c.client
-		bc.mu.Lock()
-		delete(bc.conns, c)
-		bc.mu.Unlock()
-		bc.budget.release()
+	if !first {
+		// Only a reclaim and go-redis's pool close a budgetConn, and a
+		// reclaim ignores what Close returns: this is the pool closing a
+		// connection a reclaim closed, which is not an error of the pool's
+		// (TCP would say "use of closed network connection", and the
+		// pool's Close, hence the cache's, would return it).
+		return nil
 	}
+	err := c.Conn.Close()
+	bc := c.client
+	bc.mu.Lock()
+	delete(bc.conns, c)
+	bc.mu.Unlock()
+	bc.budget.release()
 	return err
 }
 
