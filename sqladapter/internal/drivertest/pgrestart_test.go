@@ -334,13 +334,14 @@ func TestPostgresRestart(t *testing.T) {
 		}
 		return n
 	}
+	waited := time.Now()
 	for deadline := time.Now().Add(15 * time.Second); open() != 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	mu.Lock()
-	for _, db := range evicted {
-		if n := db.Stats().OpenConnections; n != 0 {
-			t.Errorf("an evicted pool holds %d connections; want 0", n)
+	for i, db := range evicted {
+		if st := db.Stats(); st.OpenConnections != 0 {
+			t.Errorf("an evicted pool (%d of %d evicted) holds %d connections after a wait of %v; want 0 (its stats: %+v)", i+1, len(evicted), st.OpenConnections, time.Since(waited).Round(time.Millisecond), st)
 		}
 	}
 	mu.Unlock()
