@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
@@ -109,7 +108,7 @@ func (c *Cache[K, V]) slow(ctx context.Context, key K, lease bool) (*entry[K, V]
 			c.deleteIfSame(e)
 			continue
 		case w&failedBit != 0:
-			if c.errorTTL > 0 && c.advance() < e.deadline {
+			if c.errorTTL > 0 && c.advance() < e.pending.Load().until {
 				if !missed {
 					c.ctr.errorHits.Add(1)
 				}
@@ -412,12 +411,12 @@ func (c *Cache[K, V]) finish(e *entry[K, V], v V, err error, ok bool) {
 	old, _ := cl.replaces.(*entry[K, V]) // a refresh build's found entry
 	if !ok {
 		cl.err = err
-		e.deadline = satAdd(now, c.errorTTL)
+		cl.until = satAdd(now, c.errorTTL)
 		w := e.markFailed()
 		if old != nil {
 			c.finishRefreshLocked(old, e, cl, now, err)
 		} else if c.errs != nil && w&removedBit == 0 && !c.closed.Load() && rememberable(err) {
-			// Remembered: stays in the map, answered until e.deadline.
+			// Remembered: stays in the map, answered until cl.until.
 			c.errs.Add(e.key, e)
 		} else {
 			c.deleteIfSame(e)
@@ -481,9 +480,8 @@ func (c *Cache[K, V]) stampBuilt(e *entry[K, V], now int64) {
 	if c.jitter > 0 {
 		jitter = rand.Int64N(c.jitter)
 	}
-	e.deadline = math.MaxInt64
 	if c.lifetime > 0 {
-		e.deadline = satAdd(now, c.lifetime-jitter)
+		e.life = &lifetime{deadline: satAdd(now, c.lifetime-jitter), idx: -1}
 	}
 	if c.refreshAfter > 0 {
 		rs := new(refreshState)

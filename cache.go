@@ -82,7 +82,7 @@ type Cache[K comparable, V any] struct {
 	leakMu sync.Mutex                    // protects leaks and the tracks' reported
 	leaks  map[*leakTrack[K, V]]struct{} // leases taken and not released, with LeakThreshold
 
-	mu         sync.Mutex                      // protects the fields below, and the entries' heapIdx, nodeUsed, ageIdx, checking and refresh state's fails
+	mu         sync.Mutex                      // protects the fields below, and the entries' place, nodeUsed, life.idx and refresh state's fails
 	parked     recency[K, V]                   // found entries leased past their idle deadline, by last use
 	byAge      byDeadline[K, V]                // found entries by deadline (MaxLifetime), soonest first
 	errs       *simplelru.LRU[K, *entry[K, V]] // failed entries remembered by ErrorTTL, oldest failure first
@@ -248,7 +248,7 @@ func (c *Cache[K, V]) Invalidate(key K) bool {
 	case w&removedBit != 0:
 		c.mu.Unlock()
 		return false
-	case w&valuedBit != 0 && e.heapIdx >= 0:
+	case w&valuedBit != 0 && e.idx() >= 0:
 		r := c.removeLocked(e, EvictInvalidated)
 		c.mu.Unlock()
 		c.afterRemove(r)

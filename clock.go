@@ -101,7 +101,7 @@ func (c *Cache[K, V]) fresh(e *entry[K, V], w uint64) bool {
 func (c *Cache[K, V]) expiry(e *entry[K, V], w uint64, now int64) (EvictReason, bool) {
 	life, idle := int64(math.MaxInt64), int64(math.MaxInt64)
 	if c.lifetime > 0 {
-		life = e.deadline
+		life = e.life.deadline
 	}
 	if c.idle > 0 && w&leaseMask == 0 {
 		idle = satAdd(e.used.Load(), c.idle)

@@ -104,7 +104,7 @@ func TestExpiryBoundUnderCPUStarvation(t *testing.T) {
 			continue // replaced meanwhile
 		}
 		served++
-		if over := time.Duration(t0 - e.deadline); over >= 0 { // no jitter: the deadline is the build's end + lifetime
+		if over := time.Duration(t0 - e.life.deadline); over >= 0 { // no jitter: the deadline is the build's end + lifetime
 			late++
 			worst = max(worst, over)
 		}

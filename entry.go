@@ -79,13 +79,6 @@ type entry[K comparable, V any] struct {
 	// done channel.
 	pending atomic.Pointer[call]
 
-	// deadline is, for a found entry, its end of life: the end of its
-	// build plus MaxLifetime less its jitter (math.MaxInt64 without
-	// MaxLifetime); for a failed entry kept by ErrorTTL, the clock stamp
-	// until which its error is remembered. Written before done is closed;
-	// read-only afterwards.
-	deadline int64
-
 	// born is the entry's ticket in the order of builds and Refresh calls
 	// (Cache.refreshSeq), taken when the entry was made, before its build
 	// started: a Refresh whose own ticket is lower is answered by it.
@@ -98,12 +91,15 @@ type entry[K comparable, V any] struct {
 	// not the state.
 	refresh atomic.Pointer[refreshState]
 
+	// life is, with MaxLifetime, the found entry's end of life and its
+	// place in Cache.byAge: set before the entry is found (stampBuilt),
+	// its deadline read-only afterwards; nil without MaxLifetime, so that
+	// entries without a lifetime do not carry it.
+	life *lifetime
+
 	// Guarded by Cache.mu.
-	heapIdx  int32 // index in its policy's heap (Cache.policy) or in Cache.parked; -1 when in neither
-	checking bool  // a health check of the entry is running
-	seg      uint8 // TinyLFU: segment, window, probation or protected (see tinylfu.go)
-	nodeUsed int64 // the used stamp by which the entry sits in its heap (see recency, evict.go)
-	ageIdx   int32 // index in Cache.byAge; -1 when not there
+	nodeUsed int64  // the used stamp by which the entry sits in its heap (see recency, evict.go)
+	place    uint32 // its heap position and TinyLFU segment: see idx and segment
 
 	// hash is TinyLFU's hash of the key, counted by the frequency sketch:
 	// written before the entry is published (or, under Cache.mu, before it
@@ -132,6 +128,43 @@ type call struct {
 	// are set before the build starts and read-only afterwards.
 	replaces any // *entry[K, V]
 	seq      uint64
+
+	// until is, for a failed build kept by ErrorTTL, the clock stamp until
+	// which its error is remembered; written before done is closed.
+	until int64
+}
+
+// lifetime is a found entry's end of life under MaxLifetime: the end of
+// its build plus MaxLifetime less its jitter, and its index in Cache.byAge
+// (-1 when not there; guarded by Cache.mu).
+type lifetime struct {
+	deadline int64
+	idx      int32
+}
+
+// The place word of an entry (guarded by Cache.mu) keeps, in its low 30
+// bits, one more than the entry's index in its heap (its policy's heap, or
+// Cache.parked; 0 when in neither), and in its top two bits TinyLFU's
+// segment, which an entry keeps while it is parked so that its unpark puts
+// it back where it was. Packing them keeps the entry within its size class.
+const (
+	placeIdxMask = 1<<30 - 1
+	placeSegShft = 30
+)
+
+// idx returns e's index in its heap, or -1 when it is in none.
+func (e *entry[K, V]) idx() int { return int(e.place&placeIdxMask) - 1 }
+
+// setIdx sets e's index in its heap (-1: none). Heaps hold fewer than
+// 2^30-1 entries (an int32 index held at most 2^31-1).
+func (e *entry[K, V]) setIdx(i int) { e.place = e.place&^placeIdxMask | uint32(i+1) }
+
+// segment returns e's TinyLFU segment.
+func (e *entry[K, V]) segment() uint8 { return uint8(e.place >> placeSegShft) }
+
+// setSegment sets e's TinyLFU segment.
+func (e *entry[K, V]) setSegment(s uint8) {
+	e.place = e.place&placeIdxMask | uint32(s)<<placeSegShft
 }
 
 // newEntry returns a new pending entry for key, stamped with its ticket in
@@ -146,7 +179,7 @@ func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
 }
 
 func newEntry[K comparable, V any](key K) *entry[K, V] {
-	e := &entry[K, V]{key: key, heapIdx: -1, ageIdx: -1}
+	e := &entry[K, V]{key: key}
 	e.pending.Store(&call{done: make(chan struct{})})
 	return e
 }

@@ -62,10 +62,10 @@ func (c *Cache[K, V]) insertLocked(e *entry[K, V]) {
 // c.hooks.notify after the unlock (or, in Close, call OnEvict and drop the
 // hold there).
 func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K, V] {
-	c.heapOfLocked(e).remove(int(e.heapIdx))
+	c.heapOfLocked(e).remove(e.idx())
 	e.unparkBit() // before removedBit: a removed entry is never parked
-	if e.ageIdx >= 0 {
-		c.byAge.remove(int(e.ageIdx))
+	if e.life != nil && e.life.idx >= 0 {
+		c.byAge.remove(int(e.life.idx))
 	}
 	c.deleteIfSame(e)
 	c.ctr.entries.Add(-1)
@@ -85,7 +85,7 @@ func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K
 // goroutine: a caller of e's own key, or a health check of e.
 func (c *Cache[K, V]) evict(e *entry[K, V], reason EvictReason) bool {
 	c.mu.Lock()
-	if e.heapIdx < 0 {
+	if e.idx() < 0 {
 		c.mu.Unlock()
 		return false
 	}
@@ -137,8 +137,8 @@ func (c *Cache[K, V]) unparkedLocked() []*recency[K, V] {
 // the common release path.
 func (c *Cache[K, V]) unpark(e *entry[K, V]) {
 	c.mu.Lock()
-	if e.parked() && e.heapIdx >= 0 && e.word.Load()&leaseMask == 0 {
-		c.parked.remove(int(e.heapIdx))
+	if e.parked() && e.idx() >= 0 && e.word.Load()&leaseMask == 0 {
+		c.parked.remove(e.idx())
 		e.unparkBit()
 		e.nodeUsed = e.used.Load()
 		c.heapOfLocked(e).push(e)
@@ -159,7 +159,7 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 		for len(c.byAge) > 0 {
 			looked++
 			e := c.byAge[0]
-			if now < e.deadline {
+			if now < e.life.deadline {
 				break
 			}
 			out = append(out, c.removeLocked(e, EvictLifetime))
@@ -195,7 +195,7 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 	if c.errs != nil {
 		for {
 			_, e, ok := c.errs.GetOldest()
-			if !ok || now < e.deadline {
+			if !ok || now < e.pending.Load().until {
 				break
 			}
 			c.errs.RemoveOldest() // calls deleteIfSame

@@ -3,8 +3,8 @@ package rescache
 // indexed is a binary min-heap of entries that keeps each entry's position
 // in the entry itself, so that an entry is fixed or removed in O(log n)
 // wherever it sits. One implementation serves the two orders the cache
-// keeps: recency (by nodeUsed, position in heapIdx: the policies' heaps and
-// Cache.parked) and byDeadline (by deadline, position in ageIdx:
+// keeps: recency (by nodeUsed, position in place: the policies' heaps and
+// Cache.parked) and byDeadline (by deadline, position in life.idx:
 // Cache.byAge). It is container/heap's algorithm, written over the entries
 // directly so that no call goes through heap.Interface and no entry is
 // boxed in an any. Every method is called under Cache.mu.
@@ -14,21 +14,25 @@ type indexed[K comparable, V any, O heapOrder[K, V]] []*entry[K, V]
 // position in it. Implementations are empty structs.
 type heapOrder[K comparable, V any] interface {
 	less(a, b *entry[K, V]) bool
-	pos(e *entry[K, V]) *int32
+	pos(e *entry[K, V]) int
+	setPos(e *entry[K, V], i int)
 }
 
 // byUse orders entries by nodeUsed, the used stamp they were placed with;
-// their position is heapIdx.
+// their position is in place (see entry.idx).
 type byUse[K comparable, V any] struct{}
 
 func (byUse[K, V]) less(a, b *entry[K, V]) bool { return a.nodeUsed < b.nodeUsed }
-func (byUse[K, V]) pos(e *entry[K, V]) *int32   { return &e.heapIdx }
+func (byUse[K, V]) pos(e *entry[K, V]) int       { return e.idx() }
+func (byUse[K, V]) setPos(e *entry[K, V], i int) { e.setIdx(i) }
 
-// bySoonest orders entries by deadline; their position is ageIdx.
+// bySoonest orders entries by deadline; their position is life.idx. Only
+// entries with a lifetime (life set, MaxLifetime) enter it.
 type bySoonest[K comparable, V any] struct{}
 
-func (bySoonest[K, V]) less(a, b *entry[K, V]) bool { return a.deadline < b.deadline }
-func (bySoonest[K, V]) pos(e *entry[K, V]) *int32   { return &e.ageIdx }
+func (bySoonest[K, V]) less(a, b *entry[K, V]) bool { return a.life.deadline < b.life.deadline }
+func (bySoonest[K, V]) pos(e *entry[K, V]) int       { return int(e.life.idx) }
+func (bySoonest[K, V]) setPos(e *entry[K, V], i int) { e.life.idx = int32(i) }
 
 // recency is the heap of found entries by last use; see the comment at the
 // top of evict.go.
@@ -41,7 +45,7 @@ type byDeadline[K comparable, V any] = indexed[K, V, bySoonest[K, V]]
 func (h *indexed[K, V, O]) set(i int, e *entry[K, V]) {
 	var o O
 	(*h)[i] = e
-	*o.pos(e) = int32(i)
+	o.setPos(e, i)
 }
 
 func (h *indexed[K, V, O]) swap(i, j int) {
@@ -55,7 +59,7 @@ func (h *indexed[K, V, O]) push(e *entry[K, V]) {
 	var o O
 	*h = append(*h, e)
 	n := len(*h) - 1
-	*o.pos(e) = int32(n)
+	o.setPos(e, n)
 	h.up(n)
 }
 
@@ -80,7 +84,7 @@ func (h *indexed[K, V, O]) remove(i int) *entry[K, V] {
 		h.up(i)
 	}
 	var o O
-	*o.pos(e) = -1
+	o.setPos(e, -1)
 	return e
 }
 

@@ -57,7 +57,10 @@ func (c *Cache[K, V]) janitor() {
 // and checks together never exceed MaxConcurrentBuilds. An entry whose check
 // found no free slot is checked at a later round. Each check holds the
 // entry (a hold, not a lease: it never changes what callers see), so the
-// value is not closed under it, and runs outside every lock.
+// value is not closed under it, and runs outside every lock. Rounds never
+// overlap (the janitor starts one only after the last has returned, and a
+// round returns after all its checks), and an entry sits in one heap, so no
+// entry is checked twice at once.
 func (c *Cache[K, V]) healthRound() {
 	now := c.clock()
 	interval := int64(c.opts.HealthCheckInterval)
@@ -65,8 +68,7 @@ func (c *Cache[K, V]) healthRound() {
 	var due []*entry[K, V]
 	for _, h := range c.unparkedLocked() {
 		for _, e := range *h {
-			if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && !e.checking && e.tryHold() {
-				e.checking = true
+			if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && e.tryHold() {
 				due = append(due, e)
 			}
 		}
@@ -94,11 +96,6 @@ func (c *Cache[K, V]) healthRound() {
 
 // skipChecks drops the holds of entries whose check did not start.
 func (c *Cache[K, V]) skipChecks(es []*entry[K, V]) {
-	c.mu.Lock()
-	for _, e := range es {
-		e.checking = false
-	}
-	c.mu.Unlock()
 	for _, e := range es {
 		if e.unhold() {
 			c.closeEntry(e)
@@ -112,9 +109,6 @@ func (c *Cache[K, V]) check(e *entry[K, V]) {
 	err := c.callHealthCheck(ctx, e)
 	cancel()
 	c.ctr.healthChecks.Add(1)
-	c.mu.Lock()
-	e.checking = false
-	c.mu.Unlock()
 	if err != nil && !c.closed.Load() {
 		c.ctr.healthCheckErrors.Add(1)
 		c.warn("health check failed", e.key, err)

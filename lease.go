@@ -90,7 +90,7 @@ func (l Lease[K, V]) Discard() {
 	c.mu.Lock()
 	var r removal[K, V]
 	removed := false
-	if e.heapIdx >= 0 {
+	if e.idx() >= 0 {
 		r, removed = c.removeLocked(e, EvictDiscarded), true
 	}
 	c.mu.Unlock()

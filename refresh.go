@@ -210,7 +210,7 @@ func (c *Cache[K, V]) finishRefreshLocked(old, e *entry[K, V], cl *call, now int
 // key's found entry, and returns old's removal (reason EvictReplaced) for
 // afterRemove.
 func (c *Cache[K, V]) replaceLocked(old, ne *entry[K, V]) (removal[K, V], bool) {
-	if old.heapIdx < 0 || c.closed.Load() {
+	if old.idx() < 0 || c.closed.Load() {
 		return removal[K, V]{}, false
 	}
 	swapped := false

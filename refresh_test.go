@@ -310,7 +310,7 @@ func TestLifetimeJitterSpreadsEntriesBuiltTogether(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s not cached", key)
 			}
-			return e.deadline
+			return e.life.deadline
 		}
 		first := map[string]int64{} // lifetimes, from the build
 		at := map[string]int64{}    // deadlines
@@ -319,8 +319,8 @@ func TestLifetimeJitterSpreadsEntriesBuiltTogether(t *testing.T) {
 			key := strconv.Itoa(i)
 			mustGet(t, c, key)
 			e, _ := c.m.Load(key)
-			d := e.deadline - e.used.Load() // just built: its use stamp is the build's end
-			first[key], at[key] = d, e.deadline
+			d := e.life.deadline - e.used.Load() // just built: its use stamp is the build's end
+			first[key], at[key] = d, e.life.deadline
 			lo, hi = min(lo, d), max(hi, d)
 		}
 		if lo < int64(lifetime-jitter) || hi > int64(lifetime) {
@@ -451,7 +451,7 @@ func TestRefreshAndStatsSentences(t *testing.T) {
 				mustGet(t, c, fmt.Sprint(i))
 				e, _ := c.m.Load(fmt.Sprint(i))
 				// Both are the build's end less the same jitter.
-				fromLife := e.deadline - c.lifetime
+				fromLife := e.life.deadline - c.lifetime
 				fromRefresh := e.refresh.Load().at.Load() - c.refreshAfter
 				if fromLife != fromRefresh {
 					t.Fatalf("entry %d: lifetime and refresh age shortened by amounts %v apart; want one draw", i, time.Duration(fromLife-fromRefresh))

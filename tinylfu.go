@@ -141,7 +141,7 @@ func (p Policy) String() string {
 // the sketch counted its key once at most (the release of a lease, not a
 // hit), when it is placed again instead.
 
-// Segments of TinyLFU, in entry.seg.
+// Segments of TinyLFU, in an entry's place (entry.segment).
 const (
 	segWindow uint8 = iota
 	segProbation
@@ -239,7 +239,7 @@ func (p *tinyLFU[K, V]) lenLocked() int {
 // and counts its insert in the sketch and as a miss of the sample. The
 // caller pushes it. e.hash was set by Cache.newEntry.
 func (p *tinyLFU[K, V]) enterLocked(e *entry[K, V]) {
-	e.seg = segWindow
+	e.setSegment(segWindow)
 	e.nodeUsed = p.nextKey(e.nodeUsed)
 	p.sketch.increment(e.hash)
 	p.misses++
@@ -270,17 +270,17 @@ func (p *tinyLFU[K, V]) drainLocked(now int64) {
 func (p *tinyLFU[K, V]) accessLocked(e *entry[K, V]) {
 	p.sketch.increment(e.hash)
 	p.hits++
-	if e.seg != segProbation || p.slack == 0 {
+	if e.segment() != segProbation || p.slack == 0 {
 		return
 	}
 	prob := &p.seg[segProbation]
-	i := int(e.heapIdx)
+	i := e.idx()
 	if i < 0 || i >= len(*prob) || (*prob)[i] != e {
 		return // pending, parked (its index is in Cache.parked) or removed
 	}
 	prob.remove(i)
 	e.nodeUsed = p.nextKey(e.used.Load())
-	e.seg = segProtected
+	e.setSegment(segProtected)
 	p.seg[segProtected].push(e)
 	p.demoteLocked()
 }
@@ -320,7 +320,7 @@ func (p *tinyLFU[K, V]) nextKey(at int64) int64 {
 func (p *tinyLFU[K, V]) placeLocked(e *entry[K, V], seg uint8) {
 	u := e.used.Load()
 	e.nodeUsed = p.nextKey(max(u, min(p.now, satAdd(u, p.slack))))
-	e.seg = seg
+	e.setSegment(seg)
 	p.seg[seg].push(e)
 }
 
@@ -356,7 +356,7 @@ func (p *tinyLFU[K, V]) probationTopLocked() *entry[K, V] {
 			continue
 		}
 		prob.pop()
-		e.seg = segProtected
+		e.setSegment(segProtected)
 		prot.push(e) // by its use: it was just used
 		p.demoteLocked()
 	}
@@ -521,7 +521,7 @@ func (p *tinyLFU[K, V]) makeRoomLocked(c *Cache[K, V]) []removal[K, V] {
 	if len(*win) >= p.windowMax {
 		candidate = p.segTopLocked(win)
 		win.pop()
-		candidate.seg = segProbation
+		candidate.setSegment(segProbation)
 	}
 	var out []removal[K, V]
 	for {
@@ -594,7 +594,7 @@ func (c *Cache[K, V]) drainReads(ring int) {
 }
 
 // heapOfLocked returns the heap of e's segment.
-func (p *tinyLFU[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] { return &p.seg[e.seg] }
+func (p *tinyLFU[K, V]) heapOfLocked(e *entry[K, V]) *recency[K, V] { return &p.seg[e.segment()] }
 
 // unparkedLocked returns the three segments.
 func (p *tinyLFU[K, V]) unparkedLocked() []*recency[K, V] {

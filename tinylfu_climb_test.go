@@ -28,7 +28,7 @@ func newTestPolicy(t *testing.T, maxEntries int, idle int64, segs [3]seg, window
 			e.hash = uint32(k + 1)
 			e.used.Store(sg.used[i])
 			e.nodeUsed = sg.used[i]
-			e.seg = uint8(s)
+			e.setSegment(uint8(s))
 			p.seg[s].push(e)
 		}
 	}
@@ -42,7 +42,7 @@ func order(p *tinyLFU[int, int], s uint8) (keys []int, ranks []int64) {
 	for len(*h) > 0 {
 		e := topLocked(h)
 		h.pop()
-		if e.seg != s {
+		if e.segment() != s {
 			panic("entry in the wrong segment")
 		}
 		keys = append(keys, e.key)
