@@ -22,7 +22,7 @@ type heapOrder[K comparable, V any] interface {
 // their position is in place (see entry.idx).
 type byUse[K comparable, V any] struct{}
 
-func (byUse[K, V]) less(a, b *entry[K, V]) bool { return a.nodeUsed < b.nodeUsed }
+func (byUse[K, V]) less(a, b *entry[K, V]) bool  { return a.nodeUsed < b.nodeUsed }
 func (byUse[K, V]) pos(e *entry[K, V]) int       { return e.idx() }
 func (byUse[K, V]) setPos(e *entry[K, V], i int) { e.setIdx(i) }
 
@@ -30,7 +30,7 @@ func (byUse[K, V]) setPos(e *entry[K, V], i int) { e.setIdx(i) }
 // entries with a lifetime (life set, MaxLifetime) enter it.
 type bySoonest[K comparable, V any] struct{}
 
-func (bySoonest[K, V]) less(a, b *entry[K, V]) bool { return a.life.deadline < b.life.deadline }
+func (bySoonest[K, V]) less(a, b *entry[K, V]) bool  { return a.life.deadline < b.life.deadline }
 func (bySoonest[K, V]) pos(e *entry[K, V]) int       { return int(e.life.idx) }
 func (bySoonest[K, V]) setPos(e *entry[K, V], i int) { e.life.idx = int32(i) }
 
