@@ -217,7 +217,7 @@ func (c *Cache[K, V]) buildAbsent(ctx context.Context, key K, lease bool, missed
 	if lease {
 		ne.reserveNew()
 	}
-	if e, loaded := c.m.LoadOrStore(key, ne); loaded {
+	if e, loaded := c.m.LoadOrStore(ne); loaded {
 		return e, nil
 	}
 	cl := ne.pending.Load() // before the build, which clears it on success

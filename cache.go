@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"github.com/puzpuzpuz/xsync/v3"
 )
 
 // ErrClosed is returned by Get, Lease, Acquire and Refresh once Close or
@@ -36,7 +35,7 @@ type Cache[K comparable, V any] struct {
 	opts  Options[K, V] // a copy with defaults; read-only after New
 	log   *slog.Logger  // opts.Logger; nil means no logging
 
-	m *xsync.MapOf[K, *entry[K, V]] // pending, found and remembered-failed entries
+	m *table[K, V] // pending, found and remembered-failed entries
 
 	// The clock, when the cache needs one (tick > 0): now is nanoseconds
 	// since epoch, set from the system clock by the janitor every tick and
@@ -122,7 +121,7 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 		build:        build,
 		opts:         o,
 		log:          o.Logger,
-		m:            xsync.NewMapOf[K, *entry[K, V]](),
+		m:            newTable[K, V](),
 		epoch:        time.Now(),
 		idle:         int64(o.IdleTimeout),
 		lifetime:     int64(o.MaxLifetime),
@@ -283,13 +282,8 @@ func (c *Cache[K, V]) Stats() Stats {
 	return s
 }
 
-// deleteIfSame removes key's map slot if it still holds e. The function
-// given to Compute runs under an xsync bucket lock; it is ours and trivial.
-func (c *Cache[K, V]) deleteIfSame(e *entry[K, V]) {
-	c.m.Compute(e.key, func(old *entry[K, V], loaded bool) (*entry[K, V], bool) {
-		return old, !loaded || old == e
-	})
-}
+// deleteIfSame removes e from the map if it is still its key's entry.
+func (c *Cache[K, V]) deleteIfSame(e *entry[K, V]) { c.m.deleteIfSame(e) }
 
 // forget drops a failed entry whose ErrorTTL has passed.
 func (c *Cache[K, V]) forget(e *entry[K, V]) {

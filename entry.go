@@ -64,6 +64,19 @@ const (
 type entry[K comparable, V any] struct {
 	key K
 
+	// Guarded by Cache.mu: its heap position and TinyLFU segment (see idx
+	// and segment).
+	place uint32
+
+	// hash is the key's hash in Cache.m, which TinyLFU's sketch counts
+	// too: written before the entry is published and read-only after; a
+	// walk of the table and the hit path read it.
+	hash uint32
+
+	// next is the entry after this one in its chain of Cache.m (see
+	// table); written under the table's lock, read by walks without one.
+	next atomic.Pointer[entry[K, V]]
+
 	// val is written once, before valuedBit is set (and before the
 	// pending call's done is closed), and read only after.
 	val V
@@ -97,15 +110,9 @@ type entry[K comparable, V any] struct {
 	// entries without a lifetime do not carry it.
 	life *lifetime
 
-	// Guarded by Cache.mu.
-	nodeUsed int64  // the used stamp by which the entry sits in its heap (see recency, evict.go)
-	place    uint32 // its heap position and TinyLFU segment: see idx and segment
-
-	// hash is TinyLFU's hash of the key, counted by the frequency sketch:
-	// written before the entry is published (or, under Cache.mu, before it
-	// is found) and read-only after; the hit path reads it. seg and hash
-	// sit in padding the entry has anyway.
-	hash uint32
+	// nodeUsed is the used stamp by which the entry sits in its heap (see
+	// recency, evict.go); guarded by Cache.mu.
+	nodeUsed int64
 }
 
 // call is the state of a build in flight, shared by its waiters: they wait
@@ -174,7 +181,7 @@ func (e *entry[K, V]) setSegment(s uint8) {
 func (c *Cache[K, V]) newEntry(key K) *entry[K, V] {
 	e := newEntry[K, V](key)
 	e.born = c.refreshSeq.Add(1)
-	e.hash = c.policy.keyHash(key)
+	e.hash = c.m.hash(key)
 	return e
 }
 

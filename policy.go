@@ -11,9 +11,6 @@ package rescache
 // The hit path does not call the policy: TinyLFU's read buffer, the one
 // thing a hit touches, is the direct field Cache.reads.
 type policy[K comparable, V any] interface {
-	// keyHash returns the hash of key that the policy counts (set in
-	// entry.hash before the entry is published); 0 when it counts none.
-	keyHash(key K) uint32
 	// heapOfLocked returns the heap that holds e, found and not parked.
 	heapOfLocked(e *entry[K, V]) *recency[K, V]
 	// enterLocked prepares e, whose build just succeeded, to be pushed on
@@ -49,8 +46,6 @@ var (
 type lruPolicy[K comparable, V any] struct {
 	order recency[K, V]
 }
-
-func (p *lruPolicy[K, V]) keyHash(K) uint32 { return 0 }
 
 func (p *lruPolicy[K, V]) heapOfLocked(*entry[K, V]) *recency[K, V] { return &p.order }
 

@@ -213,15 +213,7 @@ func (c *Cache[K, V]) replaceLocked(old, ne *entry[K, V]) (removal[K, V], bool) 
 	if old.idx() < 0 || c.closed.Load() {
 		return removal[K, V]{}, false
 	}
-	swapped := false
-	c.m.Compute(old.key, func(cur *entry[K, V], loaded bool) (*entry[K, V], bool) {
-		if loaded && cur == old {
-			swapped = true
-			return ne, false
-		}
-		return cur, !loaded
-	})
-	if !swapped {
+	if !c.m.replaceIfSame(old, ne) {
 		return removal[K, V]{}, false
 	}
 	r := c.removeLocked(old, EvictReplaced) // its deleteIfSame leaves ne in place

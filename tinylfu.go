@@ -1,7 +1,6 @@
 package rescache
 
 import (
-	"hash/maphash"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -194,7 +193,6 @@ type tinyLFU[K comparable, V any] struct {
 	periodMax    int // the longest period: the sketch's reset period
 
 	reads readBuffer[K, V] // hits not yet in the sketch; its own synchronisation (Cache.reads points here)
-	seed  maphash.Seed     // of the key hashes; read-only
 }
 
 // newTinyLFU returns the policy state of a cache of maxEntries, idle its
@@ -216,18 +214,7 @@ func newTinyLFU[K comparable, V any](maxEntries int, idle int64) *tinyLFU[K, V] 
 		period:       max(maxEntries, 1),
 		periodMax:    int(newSketchSample(maxEntries)),
 		reads:        newReadBuffer[K, V](max(runtime.GOMAXPROCS(0), runtime.NumCPU())), // as many rings as c.hot has cells
-		seed:         maphash.MakeSeed(),
 	}
-}
-
-// keyHash returns the hash of key that the sketch counts; never 0 (the read
-// buffer's empty slot).
-func (p *tinyLFU[K, V]) keyHash(key K) uint32 {
-	h := maphash.Comparable(p.seed, key)
-	if h32 := uint32(h ^ h>>32); h32 != 0 {
-		return h32
-	}
-	return 1
 }
 
 // lenLocked returns the number of entries in the segments (not parked).
