@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -311,26 +312,34 @@ func TestTinyLFUDrainPromotesProbationHits(t *testing.T) {
 // fixed set of them (.505 at the optimum, .496 for otter v2). With ties
 // between the entries placed within one clock tick and a lazy promotion
 // from probation, TinyLFU reached .467-.477; with them ordered and the
-// promotion at the drain, .484-.492 (.484 under -race beside every
-// module's tests), so the bound is .478.
+// promotion at the drain, .482-.494 over 38 runs in a bubble, with and
+// without -race (the hash seeds and the admission's coin vary), so the
+// bound is .478. Outside a bubble it once reached .474 under -race on a
+// loaded machine, where the janitor's ticks came more often per access.
 func TestTinyLFUKeepsAFixedSetOfALoop(t *testing.T) {
-	c, err := New(func(_ context.Context, k int) (int, error) { return k, nil }, &Options[int, int]{MaxEntries: 512, Policy: TinyLFU})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	const keys, rounds = 1011, 200
-	for range rounds {
-		for k := range keys {
-			if _, err := c.Get(context.Background(), k); err != nil {
-				t.Fatal(err)
+	// In a bubble, so that the janitor's ticks (drains and climbs by the
+	// wall clock, more of them per access the slower the machine) do not
+	// make the figure depend on the machine's load: the policy sees the
+	// same accesses in the same order on every run.
+	synctest.Test(t, func(t *testing.T) {
+		c, err := New(func(_ context.Context, k int) (int, error) { return k, nil }, &Options[int, int]{MaxEntries: 512, Policy: TinyLFU})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		const keys, rounds = 1011, 200
+		for range rounds {
+			for k := range keys {
+				if _, err := c.Get(context.Background(), k); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
-	s := c.Stats()
-	ratio := float64(s.Hits) / float64(keys*rounds)
-	t.Logf("hit ratio %.3f", ratio)
-	if ratio < .478 {
-		t.Errorf("hit ratio %.3f; want at least .478", ratio)
-	}
+		s := c.Stats()
+		ratio := float64(s.Hits) / float64(keys*rounds)
+		t.Logf("hit ratio %.3f", ratio)
+		if ratio < .478 {
+			t.Errorf("hit ratio %.3f; want at least .478", ratio)
+		}
+	})
 }
