@@ -238,7 +238,7 @@ const closeBacklog = 16
 // MaxEntries, room is off (max == 0) and costs nothing.
 //
 // x/sync's semaphore does the same, but the core module requires nothing
-// beyond xsync and golang-lru, and a nested build must take a unit past
+// beyond golang-lru, and a nested build must take a unit past
 // the limit (take), which a weighted semaphore does not allow.
 type room struct {
 	max int // MaxEntries + max(MaxConcurrentBuilds, closeBacklog); 0 = off. Read-only after New.
