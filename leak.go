@@ -46,7 +46,7 @@ func (c *Cache[K, V]) newTrackedLease(e *entry[K, V]) Lease[K, V] {
 	c.leaks[tr] = struct{}{}
 	c.leakMu.Unlock()
 	runtime.AddCleanup(t, func(tr *leakTrack[K, V]) { tr.dropped() }, tr)
-	return Lease[K, V]{t: t, key: e.key, val: e.val}
+	return Lease[K, V]{t: t, e: e}
 }
 
 // end forgets a lease that was released.

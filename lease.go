@@ -14,10 +14,15 @@ import (
 // nothing, even after the cache reused the lease's internal state for
 // another caller.
 type Lease[K comparable, V any] struct {
+	// Three words whatever K and V are: the entry stands for the key and
+	// the value (both fixed once it is found, and kept by it after it
+	// leaves the cache). The compiler keeps a struct of at most four words
+	// in registers; a 40-byte Lease (string key, pointer value), returned
+	// and passed by value, was copied through the stack twice per Lease +
+	// Release: 66 against 40 ns at -cpu 1 (BenchmarkGetHit/Lease+Release).
 	t   *leaseToken[K, V] // nil for the zero Lease
 	gen uint64            // t's generation when the lease was taken
-	key K
-	val V
+	e   *entry[K, V]      // the leased entry; nil for the zero Lease
 }
 
 // leaseToken is the state that the copies of a Lease share. Tokens are
@@ -57,10 +62,22 @@ func (c *Cache[K, V]) Lease(ctx context.Context, key K) (Lease[K, V], error) {
 
 // Value returns the leased value; the zero V for the zero Lease. It stays
 // valid after Release, but the value may then be closed.
-func (l Lease[K, V]) Value() V { return l.val }
+func (l Lease[K, V]) Value() V {
+	if l.e == nil {
+		var zero V
+		return zero
+	}
+	return l.e.val
+}
 
 // Key returns the key of the leased value; the zero K for the zero Lease.
-func (l Lease[K, V]) Key() K { return l.key }
+func (l Lease[K, V]) Key() K {
+	if l.e == nil {
+		var zero K
+		return zero
+	}
+	return l.e.key
+}
 
 // Release ends the lease: the release counts as a use of the entry (its
 // idle time starts now), and if the entry left the cache and this was its
@@ -136,7 +153,7 @@ func (c *Cache[K, V]) newLease(e *entry[K, V], hits int64) Lease[K, V] {
 		t = &leaseToken[K, V]{c: c}
 	}
 	t.e = e
-	return Lease[K, V]{t: t, gen: t.gen.Load(), key: e.key, val: e.val}
+	return Lease[K, V]{t: t, gen: t.gen.Load(), e: e}
 }
 
 // countLease counts a lease taken on e in c.hot, with a hit when hits is 1,
@@ -167,9 +184,9 @@ func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), 
 		return v, noRelease, err
 	}
 	// The closure keeps only the token and generation (a method value of
-	// l would copy the whole Lease, key and value included).
+	// l would copy the whole Lease).
 	t, gen := l.t, l.gen
-	return l.val, func() { Lease[K, V]{t: t, gen: gen}.Release() }, nil
+	return l.e.val, func() { Lease[K, V]{t: t, gen: gen}.Release() }, nil
 }
 
 func noRelease() {}
