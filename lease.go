@@ -183,8 +183,9 @@ func (c *Cache[K, V]) Acquire(ctx context.Context, key K) (v V, release func(), 
 	if err != nil {
 		return v, noRelease, err
 	}
-	// The closure keeps only the token and generation (a method value of
-	// l would copy the whole Lease).
+	// The closure keeps only the token and generation, not the entry: a
+	// release func kept after it was called does not keep the entry and
+	// its value reachable, as a method value of l would.
 	t, gen := l.t, l.gen
 	return l.e.val, func() { Lease[K, V]{t: t, gen: gen}.Release() }, nil
 }
