@@ -15,9 +15,6 @@ import (
 // while a lease is out.
 
 func TestLeaseOfFoundKeyAllocatesNothing(t *testing.T) {
-	if raceEnabled() {
-		t.Skip("the race detector's sync.Pool drops items at random")
-	}
 	c := newTestCache(t, func(context.Context, string) (string, error) { return "v", nil }, &Options[string, string]{
 		MaxEntries: 10, IdleTimeout: time.Minute,
 	})
