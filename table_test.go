@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/leanovate/gopter"
 	"github.com/leanovate/gopter/gen"
@@ -126,6 +127,9 @@ func TestTableWalksSurviveWriters(t *testing.T) {
 				if e, ok := tb.Load(k); !ok || e != want[k] {
 					fail("Load(%d) = %p, %v; want %p", k, e, ok, want[k])
 				}
+				if e, ok := tb.Load(-1 - k); ok { // never stored
+					fail("Load(%d) = %p; want a miss", -1-k, e)
+				}
 			}
 		})
 	}
@@ -165,6 +169,69 @@ func TestTableWalksSurviveWriters(t *testing.T) {
 	}
 	if n := len(tb.buckets.Load().heads); n < (stable+churn)/(2*maxLoad) {
 		t.Fatalf("%d buckets after %d entries; the table did not grow", n, tb.Size())
+	}
+}
+
+// TestTableLoadDuringResize pauses a resize halfway, holding the table's
+// lock, and looks up every key, and keys never stored, meanwhile: every
+// lookup must answer at once and rightly, from the old chains not yet
+// relinked and from the new ones already complete. A Load that waited
+// for the resize (or for the lock) would never return.
+func TestTableLoadDuringResize(t *testing.T) {
+	tb := newTable[int, int]()
+	const n = maxLoad * minBuckets * 64 // the next insert doubles 1,024 buckets
+	want := make([]*entry[int, int], n)
+	for k := range want {
+		want[k], _ = tb.LoadOrStore(tableEntry(tb, k))
+	}
+	old := len(tb.buckets.Load().heads)
+	paused, resume := make(chan struct{}), make(chan struct{})
+	tb.onChain = func(i int) {
+		if i == old/2 {
+			close(paused)
+			<-resume
+		}
+	}
+	grown := make(chan struct{})
+	go func() {
+		defer close(grown)
+		tb.LoadOrStore(tableEntry(tb, n)) // grows, and pauses in onChain
+	}()
+	<-paused
+	if s := tb.seq.Load(); s&1 == 0 {
+		t.Fatalf("seq %d is even in the middle of a resize", s)
+	}
+	looked := make(chan string, 1)
+	go func() {
+		for k, e := range want {
+			if got, ok := tb.Load(k); !ok || got != e {
+				looked <- fmt.Sprintf("Load(%d) = %p, %v during the resize; want %p", k, got, ok, e)
+				return
+			}
+			if got, ok := tb.Load(-1 - k); ok {
+				looked <- fmt.Sprintf("Load(%d) = %p during the resize; want a miss", -1-k, got)
+				return
+			}
+		}
+		looked <- ""
+	}()
+	select {
+	case msg := <-looked:
+		if msg != "" {
+			t.Error(msg)
+		}
+	case <-time.After(time.Minute): // a guard against a hang, not a wait for an event
+		t.Error("lookups did not return while a resize was paused: Load waits for it")
+	}
+	close(resume)
+	<-grown
+	if got := len(tb.buckets.Load().heads); got != 2*old {
+		t.Fatalf("%d buckets after the resize; want %d", got, 2*old)
+	}
+	for k, e := range want {
+		if got, ok := tb.Load(k); !ok || got != e {
+			t.Fatalf("Load(%d) = %p, %v after the resize; want %p", k, got, ok, e)
+		}
 	}
 }
 
