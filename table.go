@@ -43,22 +43,27 @@ import (
 // a miss of the new walk when it was finished before the start, and Load
 // tries again only while the resize relinks the key's own old chain (a
 // few entries). A resize of a million entries takes about 190 ms, all
-// under mu: inserts and deletes wait for it, lookups do not. A walk stands on entries that were in
-// the table when it reached them, so a hit is always an entry that held
-// its key in the table at some instant during the call. The buckets only
+// under mu: inserts and deletes wait for it, lookups do not.
+//
+// A walk stands on entries that were in the table when it reached them,
+// so a hit is always an entry that held its key in the table at some
+// instant during the call. The buckets only
 // grow (doubling at two entries per bucket), like Go's maps. A removed
 // entry keeps its next until it is garbage, so a lease held on it keeps its
 // successors reachable as long; they are entries of the same chain.
 type table[K comparable, V any] struct {
 	_       [64]byte
 	buckets atomic.Pointer[buckets[K, V]]
-	seq     atomic.Uint64                 // odd while a resize relinks the entries
+	seq     atomic.Uint64 // odd while a resize relinks the entries
+	seed    maphash.Seed  // read-only
+	sseed   uintptr       // memhash's seed for string keys; read-only
+	strKeys bool          // K's kind is string; read-only
+	_       [64]byte
+
+	// Written by a resize, read by the lookups that miss during one; off
+	// the line above, which every lookup reads.
 	growing atomic.Pointer[buckets[K, V]] // the buckets a resize relinks into; nil when none runs
 	moved   atomic.Uint64                 // the resize's progress: 2i+1 once it began old chain i, 2i+2 once it finished it
-	seed    maphash.Seed                  // read-only
-	sseed   uintptr                       // memhash's seed for string keys; read-only
-	strKeys bool                          // K's kind is string; read-only
-	_       [64]byte
 
 	mu sync.Mutex // serialises writers
 	n  int        // entries in the table; guarded by mu
