@@ -233,6 +233,9 @@ func TestInvalidateDuringRefresh(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+		// The refresh's goroutine closes the dropped value after it has
+		// released the refresh's waiters: let it finish.
+		synctest.Wait()
 		g.mu.Lock()
 		dropped := g.all[1]
 		g.mu.Unlock()
