@@ -9,11 +9,12 @@ import (
 )
 
 // TestTraceReplay replays the shared traces (../shared/traces beside the
-// repository, or $RESCACHE_TRACES) through every policy of package trace
+// repository, or $RESCACHE_TRACES) and the bundled ones of bench/traces
+// but the two cache2k orm traces, through every policy of package trace,
 // and checks that the optimum is at or above every policy in every row. It
-// logs the table; `go run ./bench/cmd/tracereplay` prints it (CI runs both).
-// Under -race, where rescache's miss path is a hundred times slower, it
-// replays only lirs-gli (6,015 accesses, 8 sizes). It fails, rather than
+// logs the table; `go run ./bench/cmd/tracereplay` prints it, with the orm
+// traces (CI runs both). Under -race, where rescache's miss path is a
+// hundred times slower, it replays only lirs-gli (6,015 accesses, 8 sizes). It fails, rather than
 // skips, when the folder is missing in CI (CI is set), which lays
 // ../shared beside the clone.
 func TestTraceReplay(t *testing.T) {
@@ -30,6 +31,16 @@ func TestTraceReplay(t *testing.T) {
 			continue
 		}
 		r, err := trace.Replay(dir, tr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, r...)
+	}
+	for _, tr := range trace.Bundled {
+		if raceEnabled || strings.HasPrefix(tr.Name, "cache2k-orm") {
+			continue // the orm traces (5,000,000 accesses each) take about a minute each: tracereplay only
+		}
+		r, err := trace.Replay(trace.BundledDir(".."), tr, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,31 @@ var Builtin = []Trace{
 	{Name: "corda-vaultservice", File: "corda-vaultservice.trace.gz", Format: Int64, Sizes: []int{256, 512, 1024}, Recency: true},
 }
 
+// Bundled are the traces of the repository's bench/traces folder (its
+// README.md says where they come from), at sizes from about a tenth to
+// four fifths of each trace's distinct keys; the cache2k orm traces at the
+// sizes of issue 22.
+var Bundled = []Trace{
+	{Name: "lirs-2_pools", File: "lirs-2_pools.trace.gz", Format: Text, Sizes: []int{500, 1000, 2500, 5000}},
+	{Name: "lirs-backf", File: "lirs-backf.trace.gz", Format: Text, Sizes: []int{100, 200, 400, 600}},
+	{Name: "lirs-cpp", File: "lirs-cpp.trace.gz", Format: Text, Sizes: []int{100, 250, 500, 900}},
+	{Name: "lirs-cs", File: "lirs-cs.trace.gz", Format: Text, Sizes: []int{100, 250, 500, 1000}},
+	{Name: "lirs-multi1", File: "lirs-multi1.trace.gz", Format: Text, Sizes: []int{250, 500, 1000, 2000}},
+	{Name: "lirs-multi2", File: "lirs-multi2.trace.gz", Format: Text, Sizes: []int{500, 1000, 2500, 4000}},
+	{Name: "lirs-multi3", File: "lirs-multi3.trace.gz", Format: Text, Sizes: []int{500, 1000, 2500, 5000}},
+	{Name: "lirs-ps", File: "lirs-ps.trace.gz", Format: Text, Sizes: []int{250, 500, 1000, 2000}},
+	{Name: "lirs-scan", File: "lirs-scan.trace.gz", Format: Text, Sizes: []int{250, 500, 1000, 1500}},
+	{Name: "lirs-sprite", File: "lirs-sprite.trace.gz", Format: Text, Sizes: []int{500, 1000, 2500, 5000}},
+	{Name: "lirs-zigzag", File: "lirs-zigzag.trace.gz", Format: Text, Sizes: []int{250, 500, 1000, 1500}},
+	{Name: "cache2k-web12", File: "cache2k-web12.trace.xz", Format: Int32, Sizes: []int{300, 1200, 3000}},
+	{Name: "cache2k-orm-busy", File: "cache2k-orm-busy.trace.xz", Format: Int32, Sizes: []int{625, 1250, 2500, 5000, 10000}},
+	{Name: "cache2k-orm-night", File: "cache2k-orm-night.trace.xz", Format: Int32, Sizes: []int{625, 1250, 2500, 5000, 10000}},
+}
+
+// BundledDir returns the folder of the Bundled traces, bench/traces of the
+// repository whose root is root.
+func BundledDir(root string) string { return filepath.Join(root, "bench", "traces") }
+
 // EnvDir is the environment variable that points the replay at another
 // traces folder.
 const EnvDir = "RESCACHE_TRACES"
