@@ -215,7 +215,8 @@ func sameOrder(keys []int, ranks []int64, want []int) bool {
 
 // TestTinyLFUClimber checks the hill climber's decisions period by period
 // against Caffeine's determineAdjustment, with rescache's sample periods
-// (MaxEntries requests at first, doubling up to 10 x MaxEntries).
+// (MaxEntries requests at first, doubling up to 10 x MaxEntries), its start
+// once the cache is full, and its hold within a period's noise.
 func TestTinyLFUClimber(t *testing.T) {
 	type period struct {
 		size, hits, misses int // cached entries at the climb; the period's requests
@@ -238,8 +239,13 @@ func TestTinyLFUClimber(t *testing.T) {
 				{size: 1000, hits: 200, misses: 3800, adjustment: 62, step: 61.25, period: 8000},
 				// -1 point: reversed, decayed.
 				{size: 1000, hits: 320, misses: 7680, adjustment: -61, step: -60.025, period: 10000},
-				// unchanged: kept (a change of 0 counts as an improvement), decayed; the period stays at 10 x MaxEntries.
-				{size: 1000, hits: 400, misses: 9600, adjustment: -60, step: -58.8245, period: 10000},
+				// unchanged: within the period's noise, so held (not Caffeine's, which
+				// counts a change of 0 as an improvement and moves), decayed; the
+				// period stays at 10 x MaxEntries.
+				{size: 1000, hits: 400, misses: 9600, adjustment: 0, step: -58.8245, period: 10000},
+				// +2 points, above the noise (one standard error of .06 over
+				// 10,000 requests is .0024): moved along the decayed step.
+				{size: 1000, hits: 600, misses: 9400, adjustment: -58, step: -57.64801, period: 10000},
 			},
 		},
 		{
@@ -249,10 +255,21 @@ func TestTinyLFUClimber(t *testing.T) {
 			},
 		},
 		{
-			name: "no sampling until the cache is half full",
+			name: "no sampling until the cache is full",
 			periods: []period{
-				{size: 499, hits: 1000, misses: 1000, adjustment: 0, step: -62.5, period: 1000},
-				{size: 500, hits: 100, misses: 900, adjustment: -62, step: -62.5, period: 2000},
+				{size: 999, hits: 1000, misses: 1000, adjustment: 0, step: -62.5, period: 1000},
+				{size: 1000, hits: 100, misses: 900, adjustment: -62, step: -62.5, period: 2000},
+			},
+		},
+		{
+			name: "a change within one standard error of the period's hit rate holds the split",
+			periods: []period{
+				{size: 1000, hits: 500, misses: 500, adjustment: -62, step: -62.5, period: 2000},
+				// .51 against .50 over 2,000 requests: the standard error is
+				// .0112, above the change; held, the step decays.
+				{size: 1000, hits: 1020, misses: 980, adjustment: 0, step: -61.25, period: 4000},
+				// .48 against .51 over 4,000 (error .0079): reversed, decayed.
+				{size: 1000, hits: 1920, misses: 2080, adjustment: 61, step: 60.025, period: 8000},
 			},
 		},
 	}
@@ -304,6 +321,68 @@ func TestTinyLFUDrainPromotesProbationHits(t *testing.T) {
 		if !slices.Equal(probation, want[0]) || !slices.Equal(protected, want[1]) {
 			t.Errorf("idle %d: probation %v, protected %v; want %v, %v", idle, probation, protected, want[0], want[1])
 		}
+	}
+}
+
+// TestTinyLFUDrainReordersWindowAndProtected checks Caffeine's reorder of
+// the window and of protected on a drained request, without an
+// IdleTimeout: the entry goes to the most recently used end of its segment
+// in the order of the requests, even when their used stamps tie (requests
+// within one clock tick). Repaired lazily by their stamps at the top of the
+// heap instead, the entries of one tick took the order of the repair, which
+// on the LIRS back-and-forth traces (backf, zigzag) left the wrong ones at
+// the least recently used end.
+func TestTinyLFUDrainReordersWindowAndProtected(t *testing.T) {
+	p := newTestPolicy(t, 100, 0, [3]seg{{[]int{1, 2, 3}, []int64{10, 20, 30}}, {}, {[]int{4, 5}, []int64{40, 50}}}, 3, 2, 100)
+	byKey := map[int]*entry[int, int]{}
+	for _, h := range p.seg {
+		for _, e := range h {
+			byKey[e.key] = e
+		}
+	}
+	for _, k := range []int{3, 1, 5, 4} { // all within the tick at 60
+		byKey[k].used.Store(60)
+		p.accessLocked(byKey[k])
+	}
+	// As the policy sees them: its own repair of the heaps (segTopLocked).
+	policyOrder := func(s uint8) (keys []int) {
+		h := &p.seg[s]
+		for e := p.segTopLocked(h); e != nil; e = p.segTopLocked(h) {
+			h.pop()
+			keys = append(keys, e.key)
+		}
+		return keys
+	}
+	window, protected := policyOrder(segWindow), policyOrder(segProtected)
+	if !slices.Equal(window, []int{2, 3, 1}) || !slices.Equal(protected, []int{5, 4}) {
+		t.Errorf("window %v, protected %v from their LRU ends; want [2 3 1], [5 4]", window, protected)
+	}
+}
+
+// TestTinyLFUSketchCountsFromHalfFull checks that the sketch counts no
+// request until the cache is half full, as Caffeine allocates its sketch
+// only then: the keys that filled the cache would otherwise hold a count
+// that a later candidate of the same frequency must beat. (On the LIRS
+// backf trace at 600 entries, a back-and-forth sweep over 750 keys, TinyLFU
+// reached .566-.612 counting from the start, LRU and the optimum .733.)
+func TestTinyLFUSketchCountsFromHalfFull(t *testing.T) {
+	p := newTinyLFU[int, int](100, 0)
+	var es []*entry[int, int]
+	for k := range 50 {
+		e := newEntry[int, int](k)
+		e.hash = uint32(k + 1)
+		p.enterLocked(e)
+		p.seg[segWindow].push(e)
+		p.accessLocked(e)
+		es = append(es, e)
+	}
+	for _, e := range es[:49] {
+		if f := p.sketch.frequency(e.hash); f != 0 {
+			t.Fatalf("key %d, entered with %d entries cached, has frequency %d; want 0", e.key, e.key, f)
+		}
+	}
+	if f := p.sketch.frequency(es[49].hash); f != 2 {
+		t.Errorf("key 49, the fiftieth of 100, has frequency %d; want 2 (its insert and its hit)", f)
 	}
 }
 
