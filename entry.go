@@ -87,9 +87,9 @@ type entry[K comparable, V any] struct {
 	// without a lock on the hit path; it never goes back (see touch).
 	// Without an IdleTimeout, TinyLFU's drain of a request moves it on to
 	// the policy's next key (tinyLFU.accessLocked, under Cache.mu, with
-	// the same compare-and-swap): at most a nanosecond per request drained
-	// within the tick ahead of the clock, so that the policy's heaps keep
-	// the order of the requests of one tick.
+	// the same compare-and-swap), which runs ahead of the clock by at most
+	// a nanosecond per key the policy gave within the tick (nextKey), so
+	// that the policy's heaps keep the order of the requests of one tick.
 	used atomic.Int64
 
 	// pending holds what only a pending or failed entry needs; it is

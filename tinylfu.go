@@ -107,9 +107,11 @@ func (p Policy) String() string {
 // frequency-shaped traffic shrinks it. Adapting takes sample periods: a
 // full step moves 6.25% of MaxEntries, so from 1% to half of MaxEntries
 // takes eight periods in one direction, about 45 x MaxEntries requests
-// from the start (periods of 1, 2, 4, 8 and then 10 x MaxEntries), or
-// 80 x MaxEntries later on; a step shrinks by 2% a period while the hit
-// rate moves less than 5 points. The climber runs where the read buffer is
+// from the moment the cache is full (periods of 1, 2, 4, 8 and then
+// 10 x MaxEntries), or 80 x MaxEntries later on; a step shrinks by 2% a
+// period while the hit rate moves less than 5 points, and a period whose
+// change is within its noise moves nothing, so a flat response holds the
+// split where it is. The climber runs where the read buffer is
 // drained, under Cache.mu (each insert, each janitor tick), never on the
 // hit path; outside the end of a period it costs a comparison, and at the
 // end of one it moves at most the step's worth of entries, O(log n) each.
