@@ -317,8 +317,7 @@ func (p *tinyLFU[K, V]) accessLocked(e *entry[K, V]) {
 		stampUse(e, p.nextKey(e.used.Load()))
 		return
 	}
-	prob := h
-	prob.remove(i)
+	h.remove(i)
 	e.nodeUsed = p.nextKey(e.used.Load())
 	e.setSegment(segProtected)
 	p.seg[segProtected].push(e)
@@ -452,24 +451,21 @@ func (p *tinyLFU[K, V]) determineAdjustmentLocked(size int) {
 	if change < 0 {
 		amount = -p.step
 	}
-	if math.Abs(change) < math.Sqrt(hitRate*(1-hitRate)/float64(requests)) {
+	switch {
+	case math.Abs(change) < math.Sqrt(hitRate*(1-hitRate)/float64(requests)):
 		// Within the period's own sampling noise (one standard error of
 		// a hit rate over requests): no evidence either way, so the split
 		// stays and the step decays (not Caffeine's; see above).
 		p.step = climbDecay * p.step
-		p.period = min(2*p.period, p.periodMax)
-		p.prevHitRate = hitRate
-		p.hits, p.misses = 0, 0
-		return
-	}
-	if math.Abs(change) >= climbRestart {
+	case math.Abs(change) >= climbRestart:
 		p.step = math.Copysign(climbStep*float64(p.maximum), amount)
-	} else {
+		p.adjustment = int(amount)
+	default:
 		p.step = climbDecay * amount
+		p.adjustment = int(amount)
 	}
 	p.period = min(2*p.period, p.periodMax)
 	p.prevHitRate = hitRate
-	p.adjustment = int(amount)
 	p.hits, p.misses = 0, 0
 }
 
