@@ -108,6 +108,29 @@ type Row struct {
 // Ratio returns the hit ratio of column i.
 func (r Row) Ratio(i int) float64 { return float64(r.Hits[i]) / float64(r.Accesses) }
 
+// Pool returns the rows of several replays of the same traces and sizes
+// (each a slice in the same order) as one replay of them all: a row's hits
+// and accesses are the sums over the replays, so that its ratios are the
+// means over the replays.
+func Pool(replays [][]Row) []Row {
+	if len(replays) == 0 {
+		return nil
+	}
+	pooled := make([]Row, len(replays[0]))
+	for i, r := range replays[0] {
+		pooled[i] = Row{Trace: r.Trace, Size: r.Size, Hits: make([]int, len(r.Hits))}
+	}
+	for _, rows := range replays {
+		for i, r := range rows {
+			pooled[i].Accesses += r.Accesses
+			for j, h := range r.Hits {
+				pooled[i].Hits[j] += h
+			}
+		}
+	}
+	return pooled
+}
+
 // Column returns the index of the policy named name in Policies, or -1.
 func Column(name string) int {
 	for i, p := range Policies {

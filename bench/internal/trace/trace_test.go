@@ -127,3 +127,21 @@ func TestParseTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestPool checks that pooled rows carry the sums of the replays' hits and
+// accesses, so that their ratios are the means over the replays.
+func TestPool(t *testing.T) {
+	tr := Trace{Name: "t"}
+	a := []Row{{Trace: tr, Size: 1, Accesses: 10, Hits: []int{2, 4}}, {Trace: tr, Size: 2, Accesses: 10, Hits: []int{5, 6}}}
+	b := []Row{{Trace: tr, Size: 1, Accesses: 10, Hits: []int{4, 4}}, {Trace: tr, Size: 2, Accesses: 10, Hits: []int{7, 8}}}
+	p := Pool([][]Row{a, b})
+	if len(p) != 2 || p[0].Accesses != 20 || p[0].Ratio(0) != .3 || p[0].Ratio(1) != .4 || p[1].Size != 2 || p[1].Ratio(0) != .6 || p[1].Ratio(1) != .7 {
+		t.Errorf("Pool = %+v; want ratios .3 .4 and .6 .7 over 20 accesses", p)
+	}
+	if a[0].Hits[0] != 2 {
+		t.Errorf("Pool changed its input: %+v", a[0])
+	}
+	if Pool(nil) != nil {
+		t.Error("Pool(nil) is not nil")
+	}
+}
