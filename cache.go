@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/rescache/rescache/internal/percpu"
 )
 
 // ErrClosed is returned by Get, Lease, Acquire and Refresh once Close or
@@ -55,6 +56,12 @@ type Cache[K comparable, V any] struct {
 	hot    pcounter        // hits, and leases taken and released
 	ctr    counters        // everything else
 	tokens tokenPool[K, V] // lease tokens, reused after their release
+
+	// leases counts the leases that Lease's hit path takes, per P, while
+	// their entry lives (percpu.Counts; see entry.go): without leak
+	// tracking only, since a tracked lease is counted in its entry's word.
+	// Without slots (leak tracking), every lease is counted in the word.
+	leases percpu.Counts[entry[K, V]]
 
 	slots chan struct{} // one token per build running; nil = unbounded
 	room  room          // the units of MaxEntries' bound on values open (evict.go)
@@ -134,6 +141,9 @@ func New[K comparable, V any](build func(ctx context.Context, key K) (V, error),
 	}
 	c.hooks.c = c
 	c.tokens.init()
+	if o.LeakThreshold == 0 {
+		c.leases.Init()
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if o.Policy == TinyLFU && o.MaxEntries > 0 {
 		p := newTinyLFU[K, V](o.MaxEntries, int64(o.IdleTimeout))

@@ -109,6 +109,15 @@ func (c *Cache[K, V]) expiry(e *entry[K, V], w uint64, now int64) (EvictReason, 
 	if min(life, idle)-now > c.window {
 		return 0, false
 	}
+	if idle < life && c.leases.Held(e, e.hash) {
+		// Leased in a slot of c.leases, which the word does not count
+		// (entry.go): not idle either. Asked only this close to the
+		// deadline, so the hit path does not read the slots.
+		idle = math.MaxInt64
+		if life-now > c.window {
+			return 0, false
+		}
+	}
 	t := c.advance()
 	switch {
 	case t >= life:

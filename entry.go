@@ -9,7 +9,9 @@ import (
 // exactly one atomic transition:
 //
 //	bits 0-39  leases: callers' leases, plus the reservations of Acquire
-//	           callers waiting on a pending build
+//	           callers waiting on a pending build; a lease that Lease's hit
+//	           path took in a per-P slot (Cache.leases) is counted there
+//	           instead, until Freeze moves it here (below)
 //	bits 40-59 holds: the cache's own holds on the value (a health check
 //	           running, an OnEvict not yet returned); a hold keeps the value
 //	           open but, unlike a lease, never changes what callers see (a
@@ -22,6 +24,23 @@ import (
 //	failedBit  the build failed; the call's err is set
 //	removedBit the entry left the cache (evicted, invalidated, closed, or
 //	           detached while pending); it never comes back
+//
+// The per-P slots of Cache.leases (percpu.Counts) count most leases of
+// found entries without writing the word, which every P reads; only the
+// word decides when to close or unpark, so before a decision that needs
+// every lease, the slots' counts of the entry move into the word (Freeze,
+// through addLeases), and the slots then take no new lease of it: at the
+// removal (removeLocked, after removeHeld; the removal's hold keeps the
+// value open while Freeze runs, since its moves may count a lease twice
+// for a moment), and when the idle sweep finds the entry past its
+// deadline (before it decides to park it; not yet parked, not removed, the
+// entry takes no decision from a count that is too high). A slot lease is
+// taken before its taker checks removedBit, and the removal sets
+// removedBit before Freeze reads the slots (both atomic, sequentially
+// consistent): either the taker sees the bit and gives the lease back, or
+// Freeze sees the lease and moves it. The lease's release then drops it
+// from the word (dropLease). The hit path's idle check and the health
+// round, which need no exact count, also ask the slots (Counts.Held).
 //
 // An entry is pending while neither valuedBit nor failedBit is set, and found
 // while valuedBit is set and removedBit is not. Once removedBit is set the
@@ -36,8 +55,9 @@ import (
 //
 //	transition         from -> to                          caller (guard)
 //	reserveNew         new -> pending, 1 lease             slow, for Lease/Acquire, before the entry is published
-//	tryLease           found or pending -> +1 lease        Get's and Lease's fast path, slow (none: CAS)
-//	release / unlease  -1 lease; closeNow at the last      releaseEntry, wait (none: Add)
+//	tryLease           found or pending -> +1 lease        Lease's hit path when its slot is taken, slow (none: CAS)
+//	addLeases          + the leases that slots counted     Counts.Freeze, from removeLocked and the idle sweep (Cache.mu)
+//	release / unlease  -1 lease; closeNow at the last      dropLease, wait (none: Add)
 //	                   lease of a removed value
 //	tryHold            found -> +1 hold                    health checks (none: CAS)
 //	unhold             -1 hold; closeNow as release        afterRemove, health checks, Close (none: Add)
@@ -216,6 +236,13 @@ func (e *entry[K, V]) tryAdd(n uint64) bool {
 		}
 	}
 }
+
+// addLeases adds n leases, which Counts.Freeze moves in from the slots of
+// Cache.leases (n < 0 undoes a move that lost its race).
+func (e *entry[K, V]) addLeases(n int64) { e.word.Add(uint64(n)) }
+
+// removed reports whether the entry was removed.
+func (e *entry[K, V]) removed() bool { return e.word.Load()&removedBit != 0 }
 
 // unlease drops a lease and reports whether the caller must now close the
 // value (the entry was removed, holds a value, and nothing else holds it).

@@ -71,6 +71,9 @@ func (c *Cache[K, V]) removeLocked(e *entry[K, V], reason EvictReason) removal[K
 	c.ctr.entries.Add(-1)
 	c.ctr.evictions[reason].Add(1)
 	e.removeHeld()
+	// Every lease of e in the word, before the leasedGone check below and
+	// before the removal's hold is dropped (see entry.go).
+	c.leases.Freeze(e, e.hash, e.addLeases)
 	if e.word.Load()&leaseMask != 0 {
 		if c.leasedGone == nil {
 			c.leasedGone = make(map[*entry[K, V]]struct{})
@@ -176,6 +179,9 @@ func (c *Cache[K, V]) sweep(now int64) (looked int) {
 			if now-e.nodeUsed < c.idle {
 				break
 			}
+			// Every lease of e in the word, where its release sees the
+			// park (see entry.go).
+			c.leases.Freeze(e, e.hash, e.addLeases)
 			if e.word.Load()&leaseMask != 0 {
 				// Leased: not idle. Park it until its last release,
 				// unless that release came before the mark (park and

@@ -107,6 +107,64 @@ func TestLeasedEntryIsNotIdle(t *testing.T) {
 	})
 }
 
+// TestLeasedEntryIsNotIdleToItsCallers holds a lease taken on a found
+// key (the hit path's, which its P's slot counts, not the entry's word)
+// past IdleTimeout: a Get of the key in the meantime is served the same
+// value, not an idle-expired miss, and the sweep parks the entry.
+func TestLeasedEntryIsNotIdleToItsCallers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c := newTestCache(t, b.build, &Options[string, *resource]{IdleTimeout: time.Minute})
+		ctx := context.Background()
+		v := mustGet(t, c, "k")
+		l, err := c.Lease(ctx, "k") // a hit
+		if err != nil || l.Value() != v {
+			t.Fatalf("Lease = %v, %v; want the built value", l.Value(), err)
+		}
+		for range 5 {
+			time.Sleep(59 * time.Second)
+			if got := mustGet(t, c, "k"); got != v {
+				t.Fatal("a Get of a leased key past IdleTimeout built a new value")
+			}
+			time.Sleep(2 * time.Second)
+			synctest.Wait()
+			if got, _ := c.Peek("k"); got != v {
+				t.Fatal("a leased entry was evicted as idle")
+			}
+		}
+		l.Release()
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		if !v.closed() {
+			t.Fatal("not closed IdleTimeout after release")
+		}
+		if n := b.count("k"); n != 1 {
+			t.Fatalf("builds = %d; want 1", n)
+		}
+	})
+}
+
+// With a clock tick far coarser than IdleTimeout, a Get past the idle
+// deadline and before the next sweep is judged by the system clock on the
+// hit path (expiry): a lease there, counted in its P's slot rather than
+// the entry's word, still makes the entry not idle.
+func TestLeasedEntryIsNotIdleBetweenSweeps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		c := newTestCache(t, b.build, &Options[string, *resource]{IdleTimeout: time.Second, ClockResolution: time.Minute})
+		v := mustGet(t, c, "k")
+		l, err := c.Lease(context.Background(), "k") // a hit
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second) // before the janitor's first tick
+		if got := mustGet(t, c, "k"); got != v {
+			t.Fatal("a Get of a leased key past IdleTimeout built a new value")
+		}
+		l.Release()
+	})
+}
+
 func TestMaxLifetime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var b builder

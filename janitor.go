@@ -68,7 +68,7 @@ func (c *Cache[K, V]) healthRound() {
 	var due []*entry[K, V]
 	for _, h := range c.unparkedLocked() {
 		for _, e := range *h {
-			if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && e.tryHold() {
+			if e.word.Load()&leaseMask == 0 && now-e.used.Load() >= interval-c.tick && !c.leases.Held(e, e.hash) && e.tryHold() {
 				due = append(due, e)
 			}
 		}

@@ -87,6 +87,38 @@ func TestHealthChecksTakeFreeSlotsOnly(t *testing.T) {
 	})
 }
 
+// A leased entry is not checked, whichever count holds its lease (a lease
+// of a found key is counted in its P's slot, not in the entry's word).
+func TestHealthCheckSkipsLeasedEntries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b builder
+		var checks atomic.Int32
+		c := newTestCache(t, b.build, &Options[string, *resource]{
+			HealthCheckInterval: 10 * time.Second,
+			HealthCheck: func(context.Context, string, *resource) error {
+				checks.Add(1)
+				return nil
+			},
+		})
+		mustGet(t, c, "k")
+		l, err := c.Lease(context.Background(), "k") // a hit
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(35 * time.Second)
+		synctest.Wait()
+		if n := checks.Load(); n != 0 {
+			t.Fatalf("%d health checks ran on a leased entry; want 0", n)
+		}
+		l.Release()
+		time.Sleep(25 * time.Second)
+		synctest.Wait()
+		if n := checks.Load(); n == 0 {
+			t.Fatal("no health check ran once the lease was released")
+		}
+	})
+}
+
 // A health check's internal hold does not keep an idle entry alive.
 func TestHealthCheckDoesNotHideIdleExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

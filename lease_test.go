@@ -3,8 +3,10 @@ package rescache
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -270,5 +272,121 @@ func TestManyLeasesCloseAtLastRelease(t *testing.T) {
 	}
 	if n := v.closes.Load(); n != 1 {
 		t.Fatalf("closes = %d; want 1", n)
+	}
+}
+
+// TestLeasesRaceRemovals takes and releases leases of a few hot keys on
+// every P, releasing some on other goroutines (other Ps), while other
+// goroutines invalidate, discard and evict (MaxEntries below the keys):
+// a value is never closed while a lease of it is out, and, after
+// Shutdown, every value built was closed exactly once. This is the race
+// between a lease counted in its P's slot and the removal that moves the
+// slots' counts into the entry's word (entry.go).
+func TestLeasesRaceRemovals(t *testing.T) {
+	for _, policy := range []Policy{LRU, TinyLFU} {
+		t.Run(policy.String(), func(t *testing.T) {
+			var b builder
+			c, err := New(b.build, &Options[string, *resource]{MaxEntries: 6, Policy: policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+			handoff := make(chan Lease[string, *resource], 64)
+			var wg sync.WaitGroup
+			var failed atomic.Bool
+			check := func(l Lease[string, *resource]) {
+				if l.Value().closed() {
+					failed.Store(true)
+				}
+			}
+			const rounds = 4000
+			for g := range 4 * runtime.GOMAXPROCS(0) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range rounds {
+						k := keys[(i*7+g)%3] // the hot keys: a, b, c
+						if i%5 == 0 {
+							k = keys[(i+g)%len(keys)]
+						}
+						l, err := c.Lease(ctx, k)
+						if err != nil {
+							failed.Store(true)
+							return
+						}
+						check(l)
+						switch i % 7 {
+						case 0:
+							select {
+							case handoff <- l: // released on another goroutine
+								continue
+							default:
+							}
+						case 1:
+							runtime.Gosched()
+							check(l)
+						case 2:
+							if g%3 == 0 {
+								l.Discard()
+								continue
+							}
+						}
+						l.Release()
+					}
+				}()
+			}
+			stop := make(chan struct{})
+			var side sync.WaitGroup
+			side.Add(2)
+			go func() { // releases handed-off leases
+				defer side.Done()
+				for {
+					select {
+					case l := <-handoff:
+						check(l)
+						runtime.Gosched()
+						check(l)
+						l.Release()
+					case <-stop:
+						for {
+							select {
+							case l := <-handoff:
+								l.Release()
+							default:
+								return
+							}
+						}
+					}
+				}
+			}()
+			go func() { // removes the hot keys
+				defer side.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c.Invalidate(keys[i%3])
+					runtime.Gosched()
+				}
+			}()
+			wg.Wait()
+			close(stop)
+			side.Wait()
+			if failed.Load() {
+				t.Fatal("a leased value was closed while its lease was out, or Lease failed")
+			}
+			if st := c.Stats(); st.Leased != 0 {
+				t.Fatalf("Leased = %d after every release; want 0", st.Leased)
+			}
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := c.Shutdown(sctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			b.checkAllClosedOnce(t)
+		})
 	}
 }

@@ -17,9 +17,11 @@ package rescache
 //	               TestGoexitInInlineBuildEndsItsCaller
 //	leases         TestLeaseKeepsValueOpenAcrossInvalidate, TestLeaseKeepsValueOpenAcrossEviction,
 //	               TestManyLeasesCloseAtLastRelease, TestDiscardRemovesThisValueOnly,
-//	               TestStaleLeaseCopyCannotReleaseAnother
+//	               TestStaleLeaseCopyCannotReleaseAnother, TestLeasesRaceRemovals
 //	invalidate     TestInvalidatePendingKey
 //	eviction       TestLRUEviction, TestIdleTimeout, TestLeasedEntryIsNotIdle, TestMaxLifetime,
+//	               TestLeasedEntryIsNotIdleToItsCallers, TestLeasedEntryIsNotIdleBetweenSweeps,
+//	               TestHealthCheckSkipsLeasedEntries,
 //	               TestExpiredEntryIsNeverReturned, TestHealthCheckEvictsUnhealthy,
 //	               TestHealthCheckDoesNotHideIdleExpiry, TestDurationsAtTheirLimit,
 //	               TestMaxEntriesBoundsOpenValuesUnderChurn, TestMaxEntriesBoundWithConcurrentBuildLimit,

@@ -26,17 +26,22 @@ func (tp *tokenPool[K, V]) init() {
 // c.hot, c.reads and c.tokens, which have a slot for the same Ps.)
 func (c *Cache[K, V]) leaseTaken(e *entry[K, V], hits int64) (t *leaseToken[K, V], wrapped int) {
 	p := percpu.Pin()
+	t, wrapped = c.leasePinned(p, e, hits)
+	percpu.Unpin()
+	return t, wrapped
+}
+
+// leasePinned is leaseTaken for a caller pinned to P p already (leaseHit,
+// which also counts the lease there).
+func (c *Cache[K, V]) leasePinned(p int, e *entry[K, V], hits int64) (t *leaseToken[K, V], wrapped int) {
 	if p < len(c.hot.cells) && p < len(c.tokens.stacks) {
 		c.hot.cells[p].addPinned(hits, 1, 0)
 		wrapped = -1
 		if hits != 0 && c.reads != nil {
 			wrapped = c.reads.recordPinned(p, e)
 		}
-		t = c.tokens.stacks[p].PopPinned()
-		percpu.Unpin()
-		return t, wrapped
+		return c.tokens.stacks[p].PopPinned(), wrapped
 	}
-	percpu.Unpin()
 	c.hot.overflow.hits.Add(hits)
 	c.hot.overflow.taken.Add(1)
 	return nil, -1

@@ -36,3 +36,10 @@ type stackSlot[T any] struct{ p atomic.Pointer[T] }
 
 func (s *stackSlot[T]) load() *T   { return s.p.Load() }
 func (s *stackSlot[T]) store(t *T) { s.p.Store(t) }
+
+// ownedPtr is a pointer with one writer, its P, read by anyone; atomic
+// here (see plain.go).
+type ownedPtr[T any] struct{ p atomic.Pointer[T] }
+
+func (o *ownedPtr[T]) load() *T   { return o.p.Load() }
+func (o *ownedPtr[T]) store(t *T) { o.p.Store(t) }

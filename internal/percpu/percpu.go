@@ -1,10 +1,12 @@
 // Package percpu holds rescache's per-processor state: the pin to the
-// scheduler's processor (P), and three structures that the pin gives a
-// single writer each: counting cells, the rings of a lossy read buffer, and
-// stacks of reusable objects.
+// scheduler's processor (P), three structures that the pin gives a single
+// writer each: counting cells, the rings of a lossy read buffer, and
+// stacks of reusable objects; and per-P reference counts (Counts), whose
+// slots any P may decrement, with atomics.
 //
-// The algorithms are written once, here. Only the three primitives they use
-// (Cell, a ring slot, a stack slot) come in two builds, selected by one
+// The algorithms are written once, here. Only the four primitives they use
+// (Cell, a ring slot, a stack slot, a Counts slot's object pointer) come
+// in two builds, selected by one
 // build-tag pair: plain.go stores with ordinary loads and stores on 64-bit
 // platforms without the race detector (the pin makes each one
 // single-writer), and atomic.go uses sync/atomic for the same loads and

@@ -42,3 +42,11 @@ type stackSlot[T any] struct{ p *T }
 
 func (s *stackSlot[T]) load() *T   { return s.p }
 func (s *stackSlot[T]) store(t *T) { s.p = t }
+
+// ownedPtr is a pointer that its P writes with a plain store (while pinned)
+// and anyone reads with a plain load: a pointer-sized load is never torn,
+// and the users order it by an atomic word written after it (see Counts).
+type ownedPtr[T any] struct{ p *T }
+
+func (o *ownedPtr[T]) load() *T   { return o.p }
+func (o *ownedPtr[T]) store(t *T) { o.p = t }
