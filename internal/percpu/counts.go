@@ -1,9 +1,6 @@
 package percpu
 
-import (
-	"sync/atomic"
-	"unsafe"
-)
+import "sync/atomic"
 
 // Counts is a per-P table of reference counts on objects whose own count
 // is a shared atomic word: a reference taken through Counts is a locked
@@ -33,7 +30,7 @@ import (
 // taker's fence is its locked add on the slot; what it saves is the
 // cache-line transfer of a shared count.
 type Counts[T any] struct {
-	groups []countGroup[T] // one per P, each on its own cache line
+	groups []countGroup[T] // one per P; no two on one cache line
 }
 
 // CountSlots is how many objects a P's slots count at a time.
@@ -56,22 +53,16 @@ type countSlot[T any] struct {
 
 type countGroup[T any] struct {
 	slots [CountSlots]countSlot[T] // 64 bytes on 64-bit platforms
+	// The allocator aligns the array of groups only to 16 bytes in
+	// general, so a group may straddle two lines: the padding keeps the
+	// next P's slots off both.
+	_ [64]byte
 }
 
-// Init makes the slots: one group per P (Slots), each group on its own
-// cache line, so that the slots of two Ps never share a line.
+// Init makes the slots: one group per P (Slots), no two Ps' slots on one
+// cache line.
 func (c *Counts[T]) Init() {
-	n := Slots()
-	const line = 64
-	size := int(unsafe.Sizeof(countGroup[T]{}))
-	g := make([]countGroup[T], n+line/size+1)
-	// Skip to the first group on a line boundary (the allocator aligns
-	// this array only to 16 bytes in general).
-	skip := 0
-	for uintptr(unsafe.Pointer(&g[skip]))%line != 0 && skip < len(g)-n {
-		skip++
-	}
-	c.groups = g[skip : skip+n]
+	c.groups = make([]countGroup[T], Slots())
 }
 
 func (c *Counts[T]) slot(p int, h uint32) *countSlot[T] {
